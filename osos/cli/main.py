@@ -1,0 +1,29 @@
+"""The `osos` command line: one typer app, each command group in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="osos",
+    help="OSOS: open-source metering head-end (read, program and bill meters).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+
+@app.callback()
+def _root() -> None:
+    """OSOS: open-source metering head-end."""
+
+
+# Each module below owns its commands and registers them on `app`.
+# Keep the imports light: heavy libraries are imported inside the command functions.
+from osos.cli import decode as _decode  # noqa: E402
+
+_decode.register(app)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
