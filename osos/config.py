@@ -1,0 +1,83 @@
+"""Settings in one place: environment variables (``OSOS_*``) over embedded defaults.
+
+The defaults run everything on one laptop (SQLite in the data dir, a local broker); production sets
+``OSOS_DATABASE_URL`` (PostgreSQL) and ``OSOS_MQTT_HOST``/``OSOS_MQTT_PORT`` (Mosquitto or a cluster).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path(os.environ.get("OSOS_DATA_DIR", "./var/osos"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = None  # None: SQLite file in data_dir
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_tls: bool = False
+    topic_root: str = "mass"
+    # MQTT 5 shared subscription group for N head-end workers; empty = plain subscription.
+    share_group: str = ""
+    headend_id: str = "osos-headend"
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    order_timeout_s: float = 60.0
+    token_ttl_s: int = 8 * 3600
+    timezone: str = "Europe/Istanbul"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ
+        s = cls(
+            data_dir=Path(env.get("OSOS_DATA_DIR", str(DEFAULT_DATA_DIR))),
+            database_url=env.get("OSOS_DATABASE_URL") or None,
+            mqtt_host=env.get("OSOS_MQTT_HOST", "127.0.0.1"),
+            mqtt_port=int(env.get("OSOS_MQTT_PORT", "1883")),
+            mqtt_username=env.get("OSOS_MQTT_USERNAME") or None,
+            mqtt_password=env.get("OSOS_MQTT_PASSWORD") or None,
+            mqtt_tls=env.get("OSOS_MQTT_TLS", "") in ("1", "true", "yes"),
+            topic_root=env.get("OSOS_TOPIC_ROOT", "mass"),
+            share_group=env.get("OSOS_SHARE_GROUP", ""),
+            headend_id=env.get("OSOS_HEADEND_ID", "osos-headend"),
+            web_host=env.get("OSOS_WEB_HOST", "127.0.0.1"),
+            web_port=int(env.get("OSOS_WEB_PORT", "8000")),
+            order_timeout_s=float(env.get("OSOS_ORDER_TIMEOUT_S", "60")),
+            timezone=env.get("OSOS_TIMEZONE", "Europe/Istanbul"),
+        )
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(s, **clean) if clean else s  # type: ignore[arg-type]
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        from osos.store.db import sqlite_url
+
+        return sqlite_url(self.data_dir)
+
+    def secret_key(self) -> bytes:
+        """The token-signing key: generated once per data dir, readable only by its owner (HES-56)."""
+        path = self.data_dir / "secret.key"
+        env_key = os.environ.get("OSOS_SECRET_KEY")
+        if env_key:
+            return env_key.encode()
+        if path.exists():
+            return path.read_bytes().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32).encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process won the race: use its key
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        return key

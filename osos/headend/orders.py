@@ -1,0 +1,171 @@
+"""Work orders: the database is the queue (HES-10, HES-12, HES-63).
+
+The API, UI or scheduler *creates* an order; a dispatcher in any head-end process *claims* it (atomically, so N
+workers never send the same order twice), sends it over MQTT and waits for the answer that carries the order's
+referenceId. Every outcome is recorded as succeeded or failed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.engine import Connection
+
+from osos.store.db import as_utc, utcnow
+from osos.store.schema import meters, modems, orders
+
+ORDER_KINDS = ("read",)
+STATUSES = ("pending", "running", "succeeded", "failed")
+
+
+class OrderError(ValueError):
+    """An order that cannot be created as asked (unknown meter, unknown kind ...)."""
+
+
+def create_order(
+    conn: Connection,
+    kind: str,
+    *,
+    meter_id: int,
+    created_by: str | None = None,
+    priority: int = 5,
+    request: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Queue one order for a meter; refuses a duplicate of an order still open for the same work (HES-12)."""
+    if kind not in ORDER_KINDS:
+        raise OrderError(f"unknown order kind {kind!r}; known: {', '.join(ORDER_KINDS)}")
+    if not 0 <= priority <= 9:
+        raise OrderError("priority must be 0 (highest) .. 9")
+    meter = conn.execute(select(meters.c.id, meters.c.modem_id).where(meters.c.id == meter_id)).first()
+    if meter is None:
+        raise OrderError(f"meter {meter_id} does not exist")
+    if meter.modem_id is None:
+        raise OrderError(f"meter {meter_id} has no modem to reach it through")
+    open_same = conn.execute(
+        select(orders.c.id).where(
+            and_(
+                orders.c.meter_id == meter_id,
+                orders.c.kind == kind,
+                orders.c.status.in_(("pending", "running")),
+            )
+        )
+    ).first()
+    if open_same is not None and not request:
+        return int(open_same.id)  # the same work is already queued: answer with that order, never send twice
+    now = now or utcnow()
+    result = conn.execute(
+        insert(orders).values(
+            kind=kind,
+            status="pending",
+            priority=priority,
+            meter_id=meter_id,
+            modem_id=meter.modem_id,
+            reference_id=f"osos-{uuid.uuid4()}",
+            request=request or {},
+            attempts=0,
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def get_order(conn: Connection, order_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(orders).where(orders.c.id == order_id)).mappings().first()
+    if row is None:
+        return None
+    out = dict(row)
+    for key in ("created_at", "updated_at", "started_at", "finished_at", "deadline_at"):
+        value = as_utc(out.get(key))
+        out[key] = value.isoformat() if value else None
+    return out
+
+
+def claim_next(conn: Connection, *, timeout_s: float, now: datetime | None = None) -> dict[str, Any] | None:
+    """Take the most urgent pending order and mark it running. Safe with many dispatchers: on PostgreSQL the
+    row is locked with SKIP LOCKED; everywhere the status flip is conditional, so only one claimer wins."""
+    now = now or utcnow()
+    query = (
+        select(orders, modems.c.flag.label("modem_flag"), modems.c.serial.label("modem_serial"),
+               modems.c.topic_style, meters.c.flag.label("meter_flag"), meters.c.serial.label("meter_serial"),
+               meters.c.protocol.label("meter_protocol"))
+        .join(modems, modems.c.id == orders.c.modem_id)
+        .join(meters, meters.c.id == orders.c.meter_id)
+        .where(orders.c.status == "pending")
+        .order_by(orders.c.priority, orders.c.id)
+        .limit(1)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=orders)
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        return None
+    claimed = conn.execute(
+        update(orders)
+        .where(and_(orders.c.id == row["id"], orders.c.status == "pending"))
+        .values(
+            status="running",
+            attempts=orders.c.attempts + 1,
+            started_at=now,
+            updated_at=now,
+            deadline_at=now + timedelta(seconds=timeout_s),
+        )
+    )
+    if claimed.rowcount != 1:
+        return None
+    return dict(row)
+
+
+def finish(
+    conn: Connection,
+    reference_id: str,
+    *,
+    succeeded: bool,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    now: datetime | None = None,
+) -> int | None:
+    """Record an order's outcome by its referenceId; returns the order id, or None if no open order matched."""
+    now = now or utcnow()
+    row = conn.execute(
+        select(orders.c.id).where(
+            and_(orders.c.reference_id == reference_id, orders.c.status.in_(("pending", "running")))
+        )
+    ).first()
+    if row is None:
+        return None
+    conn.execute(
+        update(orders)
+        .where(orders.c.id == row.id)
+        .values(
+            status="succeeded" if succeeded else "failed",
+            result=result,
+            error=error,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    return int(row.id)
+
+
+def expire(conn: Connection, *, now: datetime | None = None) -> list[int]:
+    """Fail running orders whose answer did not come before their deadline."""
+    now = now or utcnow()
+    late = [
+        int(r.id)
+        for r in conn.execute(
+            select(orders.c.id).where(and_(orders.c.status == "running", orders.c.deadline_at < now))
+        )
+    ]
+    if late:
+        conn.execute(
+            update(orders)
+            .where(orders.c.id.in_(late))
+            .values(status="failed", error="no answer before the deadline", finished_at=now, updated_at=now)
+        )
+    return late

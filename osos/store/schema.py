@@ -1,0 +1,208 @@
+"""The relational schema (SQLAlchemy Core), shared by SQLite (embedded) and PostgreSQL (production).
+
+Times are UTC. Raw messages are kept byte for byte (HES-5); parsed rows point at the raw row they came from,
+so parsing can be re-run and nothing parsed exists without its source (HES-47).
+Changes to this file need an Alembic migration in ``osos/store/migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+# BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY is the rowid alias).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+UTC = DateTime(timezone=True)
+
+modems = Table(
+    "modems",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("flag", String(3), nullable=False),
+    Column("serial", String(32), nullable=False),
+    Column("brand", String(64)),
+    Column("model", String(64)),
+    Column("firmware", String(64)),
+    Column("protocol_version", String(32)),
+    Column("device_type", String(16)),  # MM, HU, DCU ... (HES-22)
+    Column("comm_type", String(16)),  # 2G/4G, NB-IoT, PLC, RF ...
+    Column("imei", String(32)),
+    Column("ip", String(64)),
+    Column("timezone", String(8)),
+    Column("topic_style", String(8), nullable=False, default="device"),  # "legacy" or "device"
+    Column("identity", JSON),  # the whole identification response as received (parsed JSON)
+    Column("signal", Integer),
+    Column("registered_at", UTC, nullable=False),
+    Column("identified_at", UTC),
+    Column("last_seen_at", UTC),
+    Column("last_heartbeat_at", UTC),
+    UniqueConstraint("flag", "serial", name="uq_modems_flag_serial"),
+)
+
+meters = Table(
+    "meters",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("flag", String(3), nullable=False),
+    Column("serial", String(32), nullable=False),
+    Column("modem_id", Integer, ForeignKey("modems.id"), index=True),
+    Column("brand", String(64)),
+    Column("model", String(64)),
+    Column("kind", String(16)),  # single-phase, three-phase, kombi, water, gas, analyzer ... (HES-26)
+    Column("protocol", String(16)),  # iec62056-21, dlms, modbus, mbus, wmbus
+    Column("ident", String(128)),  # identification line as last read (e.g. "/LGZ5\\2ZMG405000b.P07")
+    Column("installation_no", String(32), index=True),
+    Column("subscriber_name", String(128), index=True),
+    Column("identity", JSON),
+    Column("first_seen_at", UTC, nullable=False),
+    Column("last_read_at", UTC),
+    UniqueConstraint("flag", "serial", name="uq_meters_flag_serial"),
+)
+
+raw_messages = Table(
+    "raw_messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    # device|function|referenceId|part, or "invalid|<sha256>": makes QoS 1 redelivery and resends idempotent.
+    Column("dedup_key", String(320), nullable=False),
+    Column("received_at", UTC, nullable=False),
+    Column("topic", String(256), nullable=False),
+    Column("device_flag", String(3)),
+    Column("device_serial", String(32)),
+    Column("function", String(32)),
+    Column("reference_id", String(128)),
+    Column("payload", LargeBinary, nullable=False),  # exactly as received (HES-5)
+    Column("status", String(16), nullable=False),  # ok | invalid | rejected
+    Column("error", Text),
+    UniqueConstraint("dedup_key", name="uq_raw_messages_dedup_key"),
+)
+Index("ix_raw_messages_device", raw_messages.c.device_flag, raw_messages.c.device_serial, raw_messages.c.id)
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("raw_id", BigId, ForeignKey("raw_messages.id"), nullable=False, index=True),
+    Column("meter_id", Integer, ForeignKey("meters.id"), nullable=False),
+    Column("obis", String(32), nullable=False),
+    Column("value", String(64), nullable=False),  # digits exactly as read (AMR-2)
+    Column("unit", String(16)),
+    Column("extra", JSON),  # further value groups, e.g. the time of a maximum demand
+    Column("read_at", UTC, nullable=False),
+    UniqueConstraint("raw_id", "meter_id", "obis", name="uq_readings_raw_meter_obis"),
+)
+Index("ix_readings_meter_obis_time", readings.c.meter_id, readings.c.obis, readings.c.read_at)
+
+register_latest = Table(
+    "register_latest",
+    metadata,
+    Column("meter_id", Integer, ForeignKey("meters.id"), primary_key=True),
+    Column("obis", String(32), primary_key=True),
+    Column("value", String(64), nullable=False),
+    Column("unit", String(16)),
+    Column("extra", JSON),
+    Column("read_at", UTC, nullable=False),
+    Column("raw_id", BigId, ForeignKey("raw_messages.id"), nullable=False),
+)
+
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("modem_id", Integer, ForeignKey("modems.id"), nullable=False),
+    Column("raw_id", BigId, ForeignKey("raw_messages.id"), nullable=False, unique=True),
+    Column("received_at", UTC, nullable=False),
+    Column("device_date", String(32)),
+    Column("signal", Integer),
+    Column("cpu_temp", Integer),
+)
+Index("ix_heartbeats_modem_time", heartbeats.c.modem_id, heartbeats.c.received_at)
+
+alarms = Table(
+    "alarms",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("raw_id", BigId, ForeignKey("raw_messages.id"), nullable=False, index=True),
+    Column("modem_id", Integer, ForeignKey("modems.id"), nullable=False),
+    Column("meter_id", Integer, ForeignKey("meters.id")),
+    Column("received_at", UTC, nullable=False),
+    Column("occurred_at", String(32)),
+    Column("emergency", Boolean, nullable=False, default=False),
+    Column("type", String(32)),
+    Column("level", String(16)),
+    Column("code", String(32)),
+    Column("description", Text),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),  # read, ...
+    Column("status", String(16), nullable=False),  # pending | running | succeeded | failed
+    Column("priority", Integer, nullable=False, default=5),  # 0 highest (HES-12)
+    Column("meter_id", Integer, ForeignKey("meters.id")),
+    Column("modem_id", Integer, ForeignKey("modems.id")),
+    Column("reference_id", String(128), nullable=False),
+    Column("request", JSON),
+    Column("result", JSON),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_by", String(64)),
+    Column("created_at", UTC, nullable=False),
+    Column("updated_at", UTC, nullable=False),
+    Column("started_at", UTC),
+    Column("finished_at", UTC),
+    Column("deadline_at", UTC),
+    UniqueConstraint("reference_id", name="uq_orders_reference_id"),
+)
+Index("ix_orders_status_priority", orders.c.status, orders.c.priority, orders.c.id)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", UTC, nullable=False),
+    UniqueConstraint("username", name="uq_users_username"),
+)
+
+# HES-6 / HES-59: categorized log records, each category with its own retention.
+log_records = Table(
+    "log_records",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UTC, nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("level", String(8), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("raw_id", BigId, ForeignKey("raw_messages.id")),
+    Column("detail", JSON),
+)
+Index("ix_log_records_category_at", log_records.c.category, log_records.c.at)
