@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from osos.tariff.calendar import Activation
 from osos.tariff.errors import TariffError
 
 Mode = Literal["S", "D"]
@@ -30,11 +30,7 @@ DistanceUnit = Literal["m", "yd"]
 MONEY_SCALE = 1000  # money is exact to 1/1000 currency unit (S3: "1/10 kurus")
 METRES_PER_YARD = Decimal("0.9144")
 TARIFF_NO_RE = re.compile(r"^[1-9A-Z]$")
-ACTIVATION_TYPES = ("N", "D", "W", "HN", "HD", "HW", "SN", "SD", "SW")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_TIERS = {"distance": 16, "time": 8, "amount": 8, "speed": 8}  # TAX-3 flag widths
-_HHMM_RE = re.compile(r"^([01]\d|2[0-3]):(00|15|30|45)$|^24:00$")
-_MMDD_RE = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 
 
 @dataclass(frozen=True)
@@ -45,23 +41,6 @@ class Source:
     title: str
     accessed: str
     note: str = ""
-
-
-@dataclass(frozen=True)
-class ActivationSpec:
-    """When a tariff may be chosen (TAX-4), as written in the file; osos.tariff.calendar evaluates it.
-
-    ``start``/``end`` are "HH:MM" in 15-minute steps; ``date_from``/``date_to`` are "MM-DD" for the
-    holiday (H*) types and "YYYY-MM-DD" for the specific (S*) types; ``week`` maps mon..sun to a
-    (start, end) pair (equal = inactive that day).
-    """
-
-    type: str = "N"
-    start: str | None = None
-    end: str | None = None
-    date_from: str | None = None
-    date_to: str | None = None
-    week: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +90,7 @@ class TaxiTariff:
     km_fare: Decimal | None = None
     hourly_fare: Decimal | None = None
     tiers: tuple[str, ...] = ()
-    activation: ActivationSpec = field(default_factory=ActivationSpec)
+    activation: Activation = field(default_factory=Activation)
 
 
 @dataclass(frozen=True)
@@ -290,56 +269,14 @@ _UNIT_KEYS = {"unit_distance_fare", "unit_time_fare", "unit_distance", "unit_tim
               "km_fare", "hourly_fare"}
 
 
-def _parse_hhmm(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _HHMM_RE.match(value):
-        raise TariffError(f"{where}: time must be \"HH:MM\" in 15-minute steps, got {value!r}")
-    return value
-
-
-def _parse_activation(table: Any, where: str) -> ActivationSpec:
+def _parse_activation(table: Any, where: str) -> Activation:
+    """The activation table in osos.tariff.calendar's form (TAX-4); absent = always (N)."""
     if table is None:
-        return ActivationSpec()
-    if not isinstance(table, dict):
-        raise TariffError(f"{where}: must be a table")
-    _check_keys(table, {"type", "start", "end", "from", "to", "week"}, where)
-    kind = _str(table, "type", where, "N")
-    if kind not in ACTIVATION_TYPES:
-        raise TariffError(f"{where}.type: {kind!r} is not one of {', '.join(ACTIVATION_TYPES)}")
-    start = end = date_from = date_to = None
-    week: list[tuple[str, str, str]] = []
-    needs_hours = kind in ("D", "HD", "SD", "HN", "SN")
-    needs_dates = kind[0] in ("H", "S")
-    needs_week = kind.endswith("W")
-    if needs_hours:
-        start = _parse_hhmm(table.get("start"), f"{where}.start")
-        end = _parse_hhmm(table.get("end"), f"{where}.end")
-    if needs_dates:
-        raw_from, raw_to = table.get("from"), table.get("to")
-        for key, raw in (("from", raw_from), ("to", raw_to)):
-            if kind[0] == "H":
-                if not isinstance(raw, str) or not _MMDD_RE.match(raw):
-                    raise TariffError(f"{where}.{key}: holiday dates are \"MM-DD\", got {raw!r}")
-            else:
-                if isinstance(raw, date):
-                    raw = raw.isoformat()
-                try:
-                    date.fromisoformat(str(raw))
-                except ValueError:
-                    raise TariffError(f"{where}.{key}: specific dates are \"YYYY-MM-DD\", got {raw!r}") from None
-        date_from = raw_from.isoformat() if isinstance(raw_from, date) else str(raw_from)
-        date_to = raw_to.isoformat() if isinstance(raw_to, date) else str(raw_to)
-    if needs_week:
-        wk = table.get("week")
-        if not isinstance(wk, dict):
-            raise TariffError(f"{where}.week: weekly types need a week table (mon = [\"08:00\", \"20:00\"], ...)")
-        _check_keys(wk, set(WEEKDAYS), f"{where}.week")
-        for day in WEEKDAYS:
-            pair = wk.get(day, ["00:00", "00:00"])
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise TariffError(f"{where}.week.{day}: must be [\"HH:MM\", \"HH:MM\"]")
-            week.append((day, _parse_hhmm(pair[0], f"{where}.week.{day}"),
-                         _parse_hhmm(pair[1], f"{where}.week.{day}")))
-    return ActivationSpec(kind, start, end, date_from, date_to, tuple(week))
+        return Activation()
+    try:
+        return Activation.from_dict(table)
+    except TariffError as exc:
+        raise TariffError(f"{where}: {exc}") from None
 
 
 def _parse_tariff_no(value: Any, where: str) -> str:
