@@ -91,9 +91,15 @@ def claim_next(conn: Connection, *, timeout_s: float, now: datetime | None = Non
     row is locked with SKIP LOCKED; everywhere the status flip is conditional, so only one claimer wins."""
     now = now or utcnow()
     query = (
-        select(orders, modems.c.flag.label("modem_flag"), modems.c.serial.label("modem_serial"),
-               modems.c.topic_style, meters.c.flag.label("meter_flag"), meters.c.serial.label("meter_serial"),
-               meters.c.protocol.label("meter_protocol"))
+        select(
+            orders,
+            modems.c.flag.label("modem_flag"),
+            modems.c.serial.label("modem_serial"),
+            modems.c.topic_style,
+            meters.c.flag.label("meter_flag"),
+            meters.c.serial.label("meter_serial"),
+            meters.c.protocol.label("meter_protocol"),
+        )
         .join(modems, modems.c.id == orders.c.modem_id)
         .join(meters, meters.c.id == orders.c.meter_id)
         .where(orders.c.status == "pending")
@@ -158,9 +164,7 @@ def expire(conn: Connection, *, now: datetime | None = None) -> list[int]:
     now = now or utcnow()
     late = [
         int(r.id)
-        for r in conn.execute(
-            select(orders.c.id).where(and_(orders.c.status == "running", orders.c.deadline_at < now))
-        )
+        for r in conn.execute(select(orders.c.id).where(and_(orders.c.status == "running", orders.c.deadline_at < now)))
     ]
     if late:
         conn.execute(

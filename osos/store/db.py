@@ -79,3 +79,40 @@ def current_revision(engine: Engine) -> str | None:
 def sqlite_url(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(data_dir / 'osos.db').resolve()}"
+
+
+def insert_or_ignore(conn: Connection, table: Any, values: dict[str, Any], conflict: list[str]) -> Any | None:
+    """INSERT that silently skips a row whose unique key exists; returns the new primary key or None.
+    Both SQLite (>= 3.35) and PostgreSQL support ON CONFLICT DO NOTHING ... RETURNING."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    pk = list(table.primary_key.columns)[0]
+    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict).returning(pk)
+    row = conn.execute(stmt).first()
+    return row[0] if row else None
+
+
+def upsert(
+    conn: Connection,
+    table: Any,
+    values: dict[str, Any],
+    conflict: list[str],
+    update_cols: list[str],
+    only_if_newer: str | None = None,
+) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE of ``update_cols``; with ``only_if_newer`` the stored row is replaced only
+    when the new row's value of that column is later (so an old packet arriving late never hides a newer one)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table).values(**values)
+    where = None
+    if only_if_newer is not None:
+        where = table.c[only_if_newer] <= stmt.excluded[only_if_newer]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=conflict, set_={c: stmt.excluded[c] for c in update_cols}, where=where
+    )
+    conn.execute(stmt)

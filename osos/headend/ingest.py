@@ -1,0 +1,378 @@
+"""Uplink ingest: store the raw message, then what it means, in one transaction per batch (HES-5, HES-6,
+HES-9, HES-47, HES-48).
+
+Idempotent by construction: the raw row's ``dedup_key`` is unique, so a QoS 1 redelivery or a gateway resend
+finds its key taken and writes nothing else. The MQTT message is acknowledged to the broker only after the
+transaction commits (see service.py), so a crash between receive and commit means redelivery, never loss.
+Bad input becomes a raw row with status invalid/rejected plus a log record; it never raises out of here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from osos.headend import orders
+from osos.headend.interpret import Interpretation, MeterReading, interpret, summary
+from osos.protocols import mass
+from osos.store.db import insert_or_ignore, upsert, utcnow
+from osos.store.schema import alarms, heartbeats, log_records, meters, modems, raw_messages, readings, register_latest
+
+log = logging.getLogger(__name__)
+
+# Functions a device pushes on its own; the head-end acknowledges each one (MASS: every message gets an ack).
+NO_ACK = {"ack"}
+
+
+@dataclass
+class Incoming:
+    topic: str
+    payload: bytes
+    received_at: datetime = field(default_factory=utcnow)
+    token: Any = None  # transport handle (e.g. the MQTT mid) returned untouched in the outcome
+
+
+@dataclass
+class Outcome:
+    token: Any
+    status: str  # stored | duplicate | invalid | rejected | error
+    raw_id: int | None = None
+    error: str | None = None
+    replies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def settled(self) -> bool:
+        """True when the broker may forget the message (it is stored, or known bad). ``error`` (the database
+        failed) is not settled: the message must come again."""
+        return self.status != "error"
+
+
+def write_log(
+    conn: Connection,
+    category: str,
+    level: str,
+    message: str,
+    raw_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """A categorized log record (HES-6, HES-59)."""
+    conn.execute(
+        insert(log_records).values(
+            at=now or utcnow(), category=category, level=level, message=message[:2000], raw_id=raw_id, detail=detail
+        )
+    )
+
+
+class Ingestor:
+    def __init__(self, engine: Engine, topics: mass.Topics) -> None:
+        self.engine = engine
+        self.topics = topics
+
+    # -- public -----------------------------------------------------------------------------------------------
+    def process(self, batch: list[Incoming]) -> list[Outcome]:
+        """Store a batch in one transaction; if that fails, retry message by message so one bad row cannot
+        hold back the others."""
+        if not batch:
+            return []
+        interpreted = [(item, interpret(item.payload, item.topic, self.topics, item.received_at)) for item in batch]
+        try:
+            with self.engine.begin() as conn:
+                return [self._store(conn, item, it) for item, it in interpreted]
+        except SQLAlchemyError as exc:
+            if len(batch) == 1:
+                log.error("database error storing a message from %s: %s", batch[0].topic, exc)
+                self._log_db_error(exc)
+                return [Outcome(batch[0].token, "error", error=str(exc))]
+            log.warning("batch of %d failed (%s); storing one by one", len(batch), exc.__class__.__name__)
+            return [out for item in batch for out in self.process([item])]
+
+    # -- internals --------------------------------------------------------------------------------------------
+    def _log_db_error(self, exc: Exception) -> None:
+        try:
+            with self.engine.begin() as conn:
+                write_log(conn, "database", "error", f"storing a message failed: {exc}")
+        except SQLAlchemyError:
+            log.exception("cannot write the database-error log record either")
+
+    def _reply_topic(self, topic: str, device: mass.Device) -> str:
+        return self.topics.legacy_downlink if self.topics.is_legacy(topic) else self.topics.downlink(device)
+
+    def _store(self, conn: Connection, item: Incoming, it: Interpretation) -> Outcome:
+        msg = it.message
+        now = item.received_at
+        raw_id = insert_or_ignore(
+            conn,
+            raw_messages,
+            {
+                "dedup_key": it.dedup_key[:320],
+                "received_at": now,
+                "topic": item.topic[:256],
+                "device_flag": msg.device.flag if msg else None,
+                "device_serial": msg.device.serial if msg else None,
+                "function": msg.function if msg else None,
+                "reference_id": msg.reference_id if msg else None,
+                "payload": item.payload,
+                "status": it.status,
+                "error": it.error,
+            },
+            ["dedup_key"],
+        )
+        replies: list[tuple[str, dict[str, Any]]] = []
+        if msg is not None and msg.function not in NO_ACK and it.status != "rejected":
+            if it.status == "ok":
+                replies.append((self._reply_topic(item.topic, msg.device), mass.ack(msg.device, msg.reference_id)))
+            else:
+                replies.append(
+                    (
+                        self._reply_topic(item.topic, msg.device),
+                        mass.ack(msg.device, msg.reference_id, fail_code=400, reason=it.error),
+                    )
+                )
+        if raw_id is None:  # seen before: redelivery or resend. Answer again, store nothing.
+            return Outcome(item.token, "duplicate", replies=replies)
+
+        if it.status != "ok":
+            category = "security" if it.status == "rejected" else "parsing"
+            write_log(conn, category, "warning", f"{item.topic}: {it.error}", raw_id=raw_id, now=now)
+            if msg is not None and msg.function == "read":  # a bad answer to our order fails that order
+                orders.finish(conn, msg.reference_id, succeeded=False, error=it.error, now=now)
+            return Outcome(item.token, it.status, raw_id=raw_id, error=it.error, replies=replies)
+
+        assert msg is not None
+        modem_id = self._touch_modem(conn, item.topic, msg.device, now)
+        handler = getattr(self, f"_on_{msg.function}", None)
+        if handler is not None:
+            handler(conn, msg, it, modem_id, raw_id, item)
+        elif not msg.is_fail:
+            orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, now=now)
+        return Outcome(item.token, "stored", raw_id=raw_id, replies=replies)
+
+    def _touch_modem(self, conn: Connection, topic: str, device: mass.Device, now: datetime) -> int:
+        """Find or register the modem (HES-9, HES-48) and note when it was last heard."""
+        style = "legacy" if self.topics.is_legacy(topic) else "device"
+        row = conn.execute(
+            select(modems.c.id).where(modems.c.flag == device.flag, modems.c.serial == device.serial)
+        ).first()
+        if row is None:
+            new_id = insert_or_ignore(
+                conn,
+                modems,
+                {
+                    "flag": device.flag,
+                    "serial": device.serial,
+                    "topic_style": style,
+                    "registered_at": now,
+                    "last_seen_at": now,
+                },
+                ["flag", "serial"],
+            )
+            if new_id is not None:
+                return int(new_id)
+            row = conn.execute(
+                select(modems.c.id).where(modems.c.flag == device.flag, modems.c.serial == device.serial)
+            ).first()
+            assert row is not None
+        conn.execute(update(modems).where(modems.c.id == row.id).values(last_seen_at=now, topic_style=style))
+        return int(row.id)
+
+    # -- per function -----------------------------------------------------------------------------------------
+    def _on_identification(
+        self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
+    ) -> None:
+        body = msg.body if isinstance(msg.body, dict) else {}
+        interfaces = body.get("communicationInterfaces") or [{}]
+        first_if = interfaces[0] if isinstance(interfaces, list) and interfaces else {}
+        conn.execute(
+            update(modems)
+            .where(modems.c.id == modem_id)
+            .values(
+                brand=_s(body.get("brand"), 64),
+                model=_s(body.get("model"), 64),
+                firmware=_s(body.get("firmware"), 64),
+                protocol_version=_s(body.get("protocolVersion"), 32),
+                device_type=_s(body.get("deviceType"), 16),
+                comm_type=_s(body.get("communicationType") or first_if.get("type"), 16),
+                imei=_s(body.get("imei") or first_if.get("imei"), 32),
+                ip=_s(body.get("ip") or first_if.get("ip"), 64),
+                timezone=_s(body.get("timezone"), 8),
+                signal=_i(body.get("signal")),
+                identity=body,
+                identified_at=item.received_at,
+            )
+        )
+        for meter in body.get("meters") or []:
+            if not isinstance(meter, dict) or not meter.get("serialNumber") or not meter.get("flag"):
+                continue
+            self._upsert_meter(
+                conn,
+                flag=str(meter["flag"]).upper(),
+                serial=str(meter["serialNumber"]),
+                modem_id=modem_id,
+                now=item.received_at,
+                brand=_s(meter.get("brand"), 64),
+                model=_s(meter.get("model"), 64),
+                kind=_s(meter.get("kind") or meter.get("type"), 16),
+                protocol=_s(meter.get("protocol"), 16),
+                identity=meter,
+            )
+        orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, now=item.received_at)
+
+    def _on_heartbeat(
+        self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
+    ) -> None:
+        body = msg.body if isinstance(msg.body, dict) else {}
+        conn.execute(
+            insert(heartbeats).values(
+                modem_id=modem_id,
+                raw_id=raw_id,
+                received_at=item.received_at,
+                device_date=_s(body.get("deviceDate"), 32),
+                signal=_i(body.get("signal")),
+                cpu_temp=_i(body.get("cpuTemp")),
+            )
+        )
+        values: dict[str, Any] = {"last_heartbeat_at": item.received_at}
+        if _i(body.get("signal")) is not None:
+            values["signal"] = _i(body.get("signal"))
+        conn.execute(update(modems).where(modems.c.id == modem_id).values(**values))
+
+    def _on_alarm(
+        self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
+    ) -> None:
+        entries = msg.body if isinstance(msg.body, list) else [msg.body]
+        emergency = self.topics.is_emergency(item.topic)
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            meter_id = None
+            ref = entry.get("meter")
+            if isinstance(ref, dict) and ref.get("serialNumber"):
+                row = conn.execute(select(meters.c.id).where(meters.c.serial == str(ref["serialNumber"]))).first()
+                meter_id = row.id if row else None
+            conn.execute(
+                insert(alarms).values(
+                    raw_id=raw_id,
+                    modem_id=modem_id,
+                    meter_id=meter_id,
+                    received_at=item.received_at,
+                    occurred_at=_s(entry.get("date"), 32),
+                    emergency=emergency,
+                    type=_s(entry.get("type"), 32),
+                    level=_s(entry.get("level"), 16),
+                    code=_s(entry.get("incidentCode"), 32),
+                    description=entry.get("description"),
+                )
+            )
+
+    def _on_ack(
+        self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
+    ) -> None:
+        if msg.is_fail:
+            body = msg.body if isinstance(msg.body, dict) else {}
+            reason = f"device refused: {body.get('failCode')} {body.get('failDescrition') or ''}".strip()
+            orders.finish(conn, msg.reference_id, succeeded=False, error=reason, now=item.received_at)
+
+    def _on_read(
+        self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
+    ) -> None:
+        if msg.is_fail or it.reading is None:
+            body = msg.body if isinstance(msg.body, dict) else {}
+            reason = f"read failed: {body.get('failCode')} {body.get('failDescrition') or ''}".strip()
+            write_log(
+                conn, "communication", "warning", f"{msg.device.key}: {reason}", raw_id=raw_id, now=item.received_at
+            )
+            orders.finish(conn, msg.reference_id, succeeded=False, error=reason, now=item.received_at)
+            return
+        reading = it.reading
+        meter_id = self._store_reading(conn, reading, modem_id, raw_id, item.received_at)
+        result = summary(reading) | {"raw_id": raw_id, "meter_id": meter_id}
+        orders.finish(conn, msg.reference_id, succeeded=True, result=result, now=item.received_at)
+
+    def _store_reading(self, conn: Connection, reading: MeterReading, modem_id: int, raw_id: int, now: datetime) -> int:
+        meter_id = self._upsert_meter(
+            conn,
+            flag=reading.flag,
+            serial=reading.serial,
+            modem_id=modem_id,
+            now=now,
+            ident=reading.ident,
+            last_read_at=reading.read_at,
+        )
+        read_at = reading.read_at or now
+        if reading.registers:
+            conn.execute(
+                insert(readings),
+                [
+                    {
+                        "raw_id": raw_id,
+                        "meter_id": meter_id,
+                        "obis": r.obis[:32],
+                        "value": r.value[:64],
+                        "unit": r.unit,
+                        "extra": r.extra,
+                        "read_at": read_at,
+                    }
+                    for r in reading.registers
+                ],
+            )
+        for r in reading.registers:
+            upsert(
+                conn,
+                register_latest,
+                {
+                    "meter_id": meter_id,
+                    "obis": r.obis[:32],
+                    "value": r.value[:64],
+                    "unit": r.unit,
+                    "extra": r.extra,
+                    "read_at": read_at,
+                    "raw_id": raw_id,
+                },
+                ["meter_id", "obis"],
+                ["value", "unit", "extra", "read_at", "raw_id"],
+                only_if_newer="read_at",
+            )
+        return meter_id
+
+    def _upsert_meter(
+        self, conn: Connection, *, flag: str, serial: str, modem_id: int, now: datetime, **fields: Any
+    ) -> int:
+        """Register a meter by flag + serial (AMR-7, HES-47) and keep the modem link current (a meter can move)."""
+        fields = {k: v for k, v in fields.items() if v is not None}
+        row = conn.execute(select(meters.c.id).where(meters.c.flag == flag, meters.c.serial == serial)).first()
+        if row is None:
+            new_id = insert_or_ignore(
+                conn,
+                meters,
+                {"flag": flag, "serial": serial, "modem_id": modem_id, "first_seen_at": now, **fields},
+                ["flag", "serial"],
+            )
+            if new_id is not None:
+                return int(new_id)
+            row = conn.execute(select(meters.c.id).where(meters.c.flag == flag, meters.c.serial == serial)).first()
+            assert row is not None
+        conn.execute(update(meters).where(meters.c.id == row.id).values(modem_id=modem_id, **fields))
+        return int(row.id)
+
+
+def _s(value: Any, limit: int) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)[:limit]
+
+
+def _i(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None

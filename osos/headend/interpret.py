@@ -1,0 +1,185 @@
+"""What an uplink message means, decided without touching the database (pure, so it is easy to test).
+
+The ingest step then writes what this module found. Keeping the two apart means a parsing rule can be re-run
+over stored raw messages later (HES-5: raw is kept, parsing is repeatable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from osos.protocols import iec62056_21 as iec
+from osos.protocols import mass
+from osos.protocols.errors import DecodeError
+
+# Registers that carry the meter's serial number in IEC 62056-21 readouts, most specific first.
+SERIAL_REGISTERS = ("0.0.0", "C.1.0", "96.1.0", "0.0.1")
+
+
+@dataclass(frozen=True)
+class Register:
+    obis: str
+    value: str
+    unit: str | None
+    extra: list[dict[str, str | None]] | None = None
+
+
+@dataclass
+class MeterReading:
+    """One meter's readout inside a read response."""
+
+    flag: str
+    serial: str
+    ident: str | None
+    registers: list[Register]
+    read_at: datetime | None
+    packet_class: str | None
+
+
+@dataclass
+class Interpretation:
+    """Everything ingest needs to store one message. ``status`` is ok | invalid | rejected."""
+
+    status: str
+    dedup_key: str
+    error: str | None = None
+    message: mass.Message | None = None
+    reading: MeterReading | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def device(self) -> mass.Device | None:
+        return self.message.device if self.message else None
+
+
+def _invalid(
+    payload: bytes, reason: str, status: str = "invalid", message: mass.Message | None = None
+) -> Interpretation:
+    digest = hashlib.sha256(payload).hexdigest()
+    return Interpretation(status=status, dedup_key=f"{status}|{digest}", error=reason, message=message)
+
+
+def dedup_key(message: mass.Message, part: str = "") -> str:
+    """The stable identity of an uplink packet: device + function + referenceId (+ the meter, when one request
+    is answered by one message per meter behind the modem)."""
+    return f"{message.device.key}|{message.function}|{message.reference_id}|{part}"
+
+
+def parse_device_time(text: str | None, tz: str | None) -> datetime | None:
+    """``YYYY-MM-DD HH:MM:SS`` with an optional ``+HH:MM`` zone; None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        naive = datetime.fromisoformat(text.replace(" ", "T"))
+    except ValueError:
+        return None
+    if naive.tzinfo is not None:
+        return naive.astimezone(UTC)
+    if not tz:
+        return None
+    try:
+        sign = -1 if tz.startswith("-") else 1
+        hours, minutes = tz.lstrip("+-").split(":")
+        offset = timedelta(hours=int(hours), minutes=int(minutes)) * sign
+    except ValueError:
+        return None
+    return (naive - offset).replace(tzinfo=UTC)
+
+
+def _registers_from_lines(lines: list[iec.DataLine]) -> list[Register]:
+    regs: list[Register] = []
+    seen: set[str] = set()
+    for line in lines:
+        if not line.values or line.address in seen or line.address.startswith("P."):
+            continue  # load-profile blocks are not registers; a repeated address keeps its first value
+        seen.add(line.address)
+        first, rest = line.values[0], line.values[1:]
+        extra = [{"value": v.value, "unit": v.unit} for v in rest] or None
+        regs.append(Register(line.address, first.value, first.unit, extra))
+    return regs
+
+
+def parse_readout(raw_data: str) -> tuple[list[Register], bool | None]:
+    """Parse the data part of a readout: a whole ``STX ... ETX BCC`` block (BCC verified) or bare data lines
+    as MASS devices send them. Returns the registers and whether a BCC was checked (None: there was none)."""
+    text = raw_data
+    if iec.STX.decode("latin-1") in text:
+        block = iec.parse_data_block(text.encode("latin-1"), verify_bcc=True)
+        return _registers_from_lines(list(block.lines)), True
+    lines = iec.parse_data_lines(text)
+    return _registers_from_lines(lines), None
+
+
+def _meter_from_read(message: mass.Message, received_at: datetime) -> MeterReading:
+    body = message.body if isinstance(message.body, dict) else {}
+    data = body.get("data") or {}
+    raw_data = data.get("rawData")
+    if not isinstance(raw_data, str) or not raw_data.strip():
+        raise DecodeError("read response carries no rawData")
+    registers, _ = parse_readout(raw_data)
+    ident_line = data.get("id")
+    ident = None
+    if ident_line:  # MASS sends the identification line without its CR LF; the codec wants the line as sent
+        line = ident_line if ident_line.endswith("\r\n") else ident_line + "\r\n"
+        ident = iec.parse_identification(line.encode("latin-1"))
+    meter_ref = body.get("meter") or {}
+    flag = meter_ref.get("flag") or (ident.flag if ident else None)
+    serial = meter_ref.get("serialNumber")
+    if not serial:
+        by_obis = {r.obis: r.value for r in registers}
+        serial = next((by_obis[o] for o in SERIAL_REGISTERS if by_obis.get(o)), None)
+    if not flag or not serial:
+        raise DecodeError("cannot tell which meter this readout is from (no flag/serial)")
+    if ident and meter_ref.get("flag") and ident.flag.upper() != meter_ref["flag"].upper():
+        raise DecodeError(f"identification flag {ident.flag} does not match meter flag {meter_ref['flag']}")
+    read_at = parse_device_time(body.get("readDate"), body.get("timezone")) or received_at
+    return MeterReading(
+        flag=flag.upper(),
+        serial=str(serial),
+        ident=ident_line,
+        registers=registers,
+        read_at=read_at,
+        packet_class=body.get("packetClass"),
+    )
+
+
+def interpret(payload: bytes, topic: str, topics: mass.Topics, received_at: datetime) -> Interpretation:
+    """Validate format, identity and integrity of one uplink message (HES-6) and say what it carries."""
+    try:
+        message = mass.decode(payload)
+    except mass.MassError as exc:
+        return _invalid(payload, f"format: {exc}")
+    topic_device = topics.device_from_topic(topic)
+    if topic_device is not None and topic_device != message.device:
+        return _invalid(
+            payload,
+            f"identity: topic belongs to {topic_device.key} but the message says {message.device.key}",
+            status="rejected",
+            message=message,
+        )
+    if message.is_request:
+        return _invalid(payload, "format: a device sent a request, only responses go uplink", message=message)
+
+    if message.function == "read" and not message.is_fail:
+        try:
+            reading = _meter_from_read(message, received_at)
+        except DecodeError as exc:
+            kind = "integrity" if isinstance(exc, iec.BCCError) else "format"
+            return _invalid(payload, f"{kind}: {exc}", message=message)
+        return Interpretation("ok", dedup_key(message, reading.serial), message=message, reading=reading)
+
+    part = ""
+    if message.function == "read" and isinstance(message.body, dict):
+        part = str((message.body.get("meter") or {}).get("serialNumber") or "")
+    return Interpretation("ok", dedup_key(message, part), message=message)
+
+
+def summary(reading: MeterReading) -> dict[str, Any]:
+    """The part of a read that an order's result shows."""
+    return {
+        "meter": {"flag": reading.flag, "serial": reading.serial},
+        "registers": {r.obis: {"value": r.value, "unit": r.unit} for r in reading.registers},
+    }

@@ -1,0 +1,256 @@
+"""The head-end process: MQTT uplink -> ingest -> store, and the order dispatcher (HES-1, HES-10, HES-24, HES-34).
+
+Delivery guarantee: the MQTT session is persistent (fixed client id, no clean start) and messages are acknowledged
+to the broker manually, only after the database transaction that stored them has committed. A crash before the
+commit therefore means redelivery, and the unique dedup key makes redelivery harmless: every packet is stored
+exactly once. Emergency-topic messages have their own queue, drained before any bulk batch (HES-24).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy import Engine
+
+from osos.config import Settings
+from osos.headend import orders
+from osos.headend.ingest import Incoming, Ingestor, Outcome, write_log
+from osos.protocols import mass
+from osos.store.db import utcnow
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 500
+BATCH_WAIT_S = 0.02
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    errors: int = 0
+    orders_sent: int = 0
+
+
+def make_client(client_id: str, protocol: str = "v5", clean: bool = False) -> mqtt.Client:
+    """A paho client for OSOS: MQTT 5 by default, 3.1.1 when the broker only speaks that (the JSON header is
+    authoritative, so nothing is lost without v5 properties)."""
+    proto = mqtt.MQTTv5 if protocol == "v5" else mqtt.MQTTv311
+    kwargs: dict[str, Any] = {
+        "callback_api_version": CallbackAPIVersion.VERSION2,
+        "client_id": client_id,
+        "protocol": proto,
+    }
+    if proto == mqtt.MQTTv311:
+        kwargs["clean_session"] = clean
+    return mqtt.Client(**kwargs)
+
+
+def connect_properties(protocol: str, session_expiry_s: int) -> Properties | None:
+    if protocol != "v5":
+        return None
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry_s
+    props.ReceiveMaximum = 1000
+    return props
+
+
+class HeadEnd:
+    """Ingest worker and dispatcher in one process. Run N of them against one broker with ``share_group`` set."""
+
+    def __init__(self, settings: Settings, engine: Engine, *, protocol: str = "v5") -> None:
+        self.settings = settings
+        self.engine = engine
+        self.topics = mass.Topics(settings.topic_root)
+        self.ingestor = Ingestor(engine, self.topics)
+        self.protocol = protocol
+        self.stats = Stats()
+        self._bulk: queue.Queue[Incoming] = queue.Queue()
+        self._urgent: queue.Queue[Incoming] = queue.Queue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.client = make_client(settings.headend_id, protocol)
+        self.client.manual_ack_set(True)
+        if settings.mqtt_username:
+            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        if settings.mqtt_tls:
+            self.client.tls_set()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 10)
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def start(self, wait_connected_s: float = 10.0) -> None:
+        props = connect_properties(self.protocol, SESSION_EXPIRY_S)
+        kwargs: dict[str, Any] = {"keepalive": 30}
+        if self.protocol == "v5":
+            kwargs["clean_start"] = False
+            kwargs["properties"] = props
+        self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, **kwargs)
+        self.client.loop_start()
+        for target, name in ((self._ingest_loop, "osos-ingest"), (self._dispatch_loop, "osos-dispatch")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        if wait_connected_s and not self._connected.wait(wait_connected_s):
+            log.warning(
+                "not connected to the broker at %s:%s yet; retrying in the background",
+                self.settings.mqtt_host,
+                self.settings.mqtt_port,
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wake_dispatcher(self) -> None:
+        """Called by the API in the same process after creating an order, so it leaves at once."""
+        self._wake.set()
+
+    # -- MQTT callbacks (paho's network thread: keep them short) -------------------------------------------------
+    def _filters(self) -> list[str]:
+        share = f"$share/{self.settings.share_group}/" if self.settings.share_group else ""
+        return [share + f for f in (*self.topics.uplink_filters, self.topics.emergency_filter)]
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if getattr(reason_code, "is_failure", False):
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        client.subscribe([(f, 1) for f in self._filters()])
+        self._connected.set()
+        log.info("head-end connected to %s:%s", self.settings.mqtt_host, self.settings.mqtt_port)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        item = Incoming(topic=msg.topic, payload=bytes(msg.payload), received_at=utcnow(), token=(msg.mid, msg.qos))
+        self.stats.received += 1
+        if self.topics.is_emergency(msg.topic):
+            self._urgent.put(item)
+        else:
+            self._bulk.put(item)
+
+    # -- ingest -----------------------------------------------------------------------------------------------
+    def _next_batch(self) -> list[Incoming]:
+        try:
+            return [self._urgent.get_nowait()]
+        except queue.Empty:
+            pass
+        try:
+            first = self._bulk.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + BATCH_WAIT_S
+        while len(batch) < BATCH_MAX and self._urgent.empty():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._bulk.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _ingest_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                outcomes = self.ingestor.process(batch)
+            except Exception:  # never let one batch kill the worker; the messages stay un-acked and come again
+                log.exception("ingest failed for a batch of %d", len(batch))
+                continue
+            self._settle(outcomes)
+
+    def _settle(self, outcomes: list[Outcome]) -> None:
+        for out in outcomes:
+            if out.status == "stored":
+                self.stats.stored += 1
+            elif out.status == "duplicate":
+                self.stats.duplicates += 1
+            elif out.status in ("invalid", "rejected"):
+                self.stats.invalid += 1
+            else:
+                self.stats.errors += 1
+            for topic, reply in out.replies:
+                self.publish(topic, reply)
+            if out.settled and out.token is not None:
+                mid, qos = out.token
+                if qos > 0:
+                    self.client.ack(mid, qos)
+        if any(o.status == "stored" for o in outcomes):
+            self._wake.set()
+
+    def publish(self, topic: str, message: dict[str, Any], qos: int = 1) -> None:
+        props = None
+        if self.protocol == "v5":
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = mass.user_properties(message)
+        self.client.publish(topic, mass.encode(message), qos=qos, properties=props)
+
+    # -- dispatcher -------------------------------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        last_expiry = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            if not self._connected.is_set():
+                continue
+            try:
+                while self._dispatch_one():
+                    pass
+                if time.monotonic() - last_expiry > 1.0:
+                    last_expiry = time.monotonic()
+                    with self.engine.begin() as conn:
+                        late = orders.expire(conn)
+                        if late:
+                            write_log(conn, "orders", "warning", f"orders timed out: {late}")
+            except Exception:
+                log.exception("dispatcher error")
+                time.sleep(1)
+
+    def _dispatch_one(self) -> bool:
+        with self.engine.begin() as conn:
+            order = orders.claim_next(conn, timeout_s=self.settings.order_timeout_s)
+        if order is None:
+            return False
+        device = mass.Device(order["modem_flag"], order["modem_serial"])
+        request: dict[str, Any] = {
+            "directive": (order.get("request") or {}).get("directive") or "readout",
+            "meter": {"flag": order["meter_flag"], "serialNumber": order["meter_serial"]},
+            "packetClass": (order.get("request") or {}).get("packetClass") or "shortRead",
+        }
+        message = mass.make("read", device, reference_id=order["reference_id"], request=request)
+        topic = self.topics.legacy_downlink if order["topic_style"] == "legacy" else self.topics.downlink(device)
+        self.publish(topic, message)
+        self.stats.orders_sent += 1
+        log.info("order %s sent to %s on %s", order["id"], device.key, topic)
+        return True
