@@ -91,6 +91,9 @@ class TaxiTariff:
     hourly_fare: Decimal | None = None
     tiers: tuple[str, ...] = ()
     activation: Activation = field(default_factory=Activation)
+    # more activation windows for the same tariff (S3 Ireland: 23 ranges for 3 tariffs); added for
+    # the binary format and holiday tables, each is one more (tariff no, Activation) candidate
+    also_active: tuple[Activation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,13 @@ def _parse_activation(table: Any, where: str) -> Activation:
         raise TariffError(f"{where}: {exc}") from None
 
 
+def _parse_also_active(value: Any, where: str) -> tuple[Activation, ...]:
+    """Further activation windows of one tariff (``also_active = [{kind = "HD", ...}, ...]``)."""
+    if not isinstance(value, list):
+        raise TariffError(f"{where}: must be an array of activation tables")
+    return tuple(_parse_activation(t, f"{where}[{i}]") for i, t in enumerate(value))
+
+
 def _parse_tariff_no(value: Any, where: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
@@ -311,7 +321,8 @@ def _parse_tier(table: Any, where: str, distance_unit: str) -> Tier:
 
 
 _TARIFF_KEYS = {"no", "name", "mode", "charge", "opening_fare", "opening_distance", "opening_time_s",
-                "extra_fare", "max_extras", "minimum_fare", "crossover_kmh", "tiers", "activation"} | _UNIT_KEYS
+                "extra_fare", "max_extras", "minimum_fare", "crossover_kmh", "tiers", "activation",
+                "also_active"} | _UNIT_KEYS
 
 
 def _parse_tariff(table: Any, where: str, defaults: dict[str, Any], distance_unit: str) -> TaxiTariff:
@@ -346,6 +357,7 @@ def _parse_tariff(table: Any, where: str, defaults: dict[str, Any], distance_uni
         crossover_kmh=_opt_dec(table, "crossover_kmh", where, positive=True),
         tiers=tuple(tiers),
         activation=_parse_activation(table.get("activation"), f"{where}.activation"),
+        also_active=_parse_also_active(table.get("also_active", []), f"{where}.also_active"),
         **units,  # type: ignore[arg-type]
     )
 
