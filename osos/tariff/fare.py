@@ -1,0 +1,642 @@
+"""Taximeter fare engine: S/D modes, units, tiers, charge rules, states, extras, totalizers.
+
+Covers TAX-2 (S and D modes, cross-over speed), TAX-3 (distance/time/amount/speed tiers, tariff
+number switching, partial units carried), TAX-6 (FREE -> HIRED -> STOPPED -> FREE, CALIBRATION),
+TAX-7 (distance from pulses with constant k), TAX-8 (totalizers). Pure: time and distance are
+passed in; nothing reads a clock or a file.
+
+Exact integer arithmetic throughout:
+- money in 1/1000 currency unit ("milli", S3's 1/10 kurus),
+- distance in micrometres (samples arrive in mm; yard tariffs convert exactly, 1 yd = 914400 um),
+- time in microseconds (samples arrive in ms; S3's s/64 = 15625 us is exact).
+
+Charging model. The opening fare covers ``opening_distance`` on the distance counter and
+``opening_time_s`` on the time counter. Past that, each counter charges its unit fare per unit
+(distance or time). In S mode a segment between two samples advances exactly one counter: the
+distance counter when the segment's money rate by distance is at least the rate by time (speed at or
+above the cross-over speed), else the time counter; in D mode both advance. ``completed`` charges a
+unit when it is completed; ``started`` charges it as soon as it begins ("or part thereof").
+
+Tiers: a tier becomes active once hired distance / hired time / metered fare reaches its limit, or
+while the speed stays above its limit for ``dwell_s`` (speed tiers drop off when the speed falls).
+Per kind the reached tier with the highest limit counts; kinds overlay in the order distance, time,
+amount, speed. A segment crossing a limit is split there (linear in time/distance), and each
+counter keeps its partial unit across the boundary (the distance or time already run toward the
+next unit counts toward the new unit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+from fractions import Fraction
+
+from osos.tariff.calendar import select_tariff
+from osos.tariff.errors import TariffError
+from osos.tariff.model import (
+    METRES_PER_YARD,
+    MONEY_SCALE,
+    TaxiTariff,
+    TaxiTariffSet,
+    Tier,
+    overlay,
+)
+
+UM_PER_MM = 1000
+US_PER_MS = 1000
+MIN_FARE_STATE_US = 10_000_000  # TAX-6: STOPPED/FARE lasts at least 10 s before FREE
+
+
+class TaximeterError(TariffError):
+    """An operation the taximeter state machine does not allow (TAX-6), or bad trip input."""
+
+
+class State(StrEnum):
+    FREE = "FREE"
+    HIRED = "HIRED"
+    STOPPED = "STOPPED"  # S3 "UCRET" (FARE)
+    CALIBRATION = "CALIBRATION"
+
+
+def money_to_milli(value: Decimal) -> int:
+    return int(value * MONEY_SCALE)
+
+
+def milli_to_decimal(milli: int, decimals: int) -> Decimal:
+    """Money for display: exact value rounded half-up to the currency's shown decimals."""
+    return (Decimal(milli) / MONEY_SCALE).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+
+
+def _length_um(value: Decimal, distance_unit: str) -> int:
+    metres = value * (METRES_PER_YARD if distance_unit == "yd" else 1)
+    return int((metres * 1_000_000).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def _time_us(seconds: Decimal) -> int:
+    return int((seconds * 1_000_000).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+@dataclass(frozen=True)
+class _Regime:
+    """A tariff (with its active tiers overlaid) compiled to integers."""
+
+    no: str
+    double: bool
+    started: bool
+    udf: int  # milli per unit distance
+    ud: int  # um
+    utf: int  # milli per unit time
+    ut: int  # us
+    fast_p: int  # segment is "fast" (distance charged) iff dd * fast_p >= dt * fast_q
+    fast_q: int
+
+
+def _compile(t: TaxiTariff, distance_unit: str) -> _Regime:
+    ud, ut = _length_um(t.unit_distance, distance_unit), _time_us(t.unit_time_s)
+    if ud <= 0 or ut <= 0:
+        raise TariffError(f"tariff {t.no}: unit distance and unit time must be positive")
+    udf, utf = money_to_milli(t.unit_distance_fare), money_to_milli(t.unit_time_fare)
+    if t.crossover_kmh is not None:
+        v = Fraction(t.crossover_kmh)  # km/h; um/us = m/s = km/h / 3.6
+        p, q = 36 * v.denominator, 10 * v.numerator
+    else:  # money rate by distance >= money rate by time  <=>  dd*udf/ud >= dt*utf/ut
+        p, q = udf * ut, utf * ud
+    return _Regime(t.no, t.mode == "D", t.charge == "started", udf, ud, utf, ut, p, q)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the trip timeline: where and when the fare changed and why."""
+
+    t_ms: int
+    distance_mm: int
+    kind: str  # hire | distance | time | tier | extra | stop | resume | minimum
+    fare_milli: int
+    tariff_no: str
+    units: int = 0
+
+
+@dataclass(frozen=True)
+class FareResult:
+    """The outcome of one trip (``replay`` or ``Taximeter.free``)."""
+
+    fare: Decimal  # after the minimum fare, without extras
+    extras: Decimal
+    total: Decimal
+    tariff_no: str
+    currency: str
+    distance_m: Decimal
+    duration_s: Decimal
+    distance_units: int
+    time_units: int
+    extra_count: int
+    timeline: tuple[Event, ...] = ()
+
+
+@dataclass
+class Totalizers:
+    """TAX-8: kept across trips."""
+
+    total_distance_um: int = 0
+    hired_distance_um: int = 0
+    trips: int = 0
+    extras_milli: int = 0
+    money_milli: int = 0
+
+
+@dataclass
+class _Counter:
+    open_left: int = 0
+    acc: int = 0  # progress past the opening toward the next unit (negative: prepaid, "started")
+    units: int = 0
+
+
+class Taximeter:
+    """The taximeter state machine (TAX-6) around the fare engine.
+
+    ``sample(t_ms, odometer_mm)`` takes cumulative distance; ``pulses(t_ms, count)`` takes the
+    cumulative pulse count and converts it with ``k_per_km`` (TAX-7).
+    """
+
+    def __init__(self, tariffs: TaxiTariffSet, *, k_per_km: int | None = None,
+                 record_timeline: bool = True) -> None:
+        if k_per_km is not None and k_per_km <= 0:
+            raise TaximeterError("calibration constant k must be a positive number of pulses per km")
+        self.tariffs = tariffs
+        self.k_per_km = k_per_km
+        self.state = State.FREE
+        self.totals = Totalizers()
+        self.record_timeline = record_timeline
+        self._regimes: dict[tuple[str, tuple[str, ...]], _Regime] = {}
+        self._last_t: int | None = None  # us
+        self._last_d: int | None = None  # um
+        self._reset_trip()
+
+    # ------------------------------------------------------------------ state machine (TAX-6)
+
+    def _reset_trip(self) -> None:
+        self.base: TaxiTariff | None = None
+        self.regime: _Regime | None = None
+        self.metered = 0
+        self.extra_count = 0
+        self.dist = _Counter()
+        self.time = _Counter()
+        self.hired_t = 0
+        self.hired_d = 0
+        self._has_tiers = False
+        self.stop_t = 0
+        self._now = self._last_t or 0  # us: the point up to which the trip has been charged
+        self._dnow = self._last_d or 0  # um
+        self.timeline: list[Event] = []
+        self._tiers: dict[str, list[tuple[int, Tier]]] = {}
+        self._active: dict[str, Tier] = {}
+        self._above_since: dict[str, int | None] = {}
+
+    def available(self, local_dt: datetime) -> tuple[str, ...]:
+        """Tariff numbers the driver may choose at ``local_dt`` (TAX-4, TAX-6 FREE state)."""
+        cands = [(t.no, t.activation) for t in self.tariffs.tariffs]
+        return select_tariff(cands, local_dt, self.tariffs.only_one_active)
+
+    def hire(self, t_ms: int, odometer_mm: int | None = None, *, tariff_no: str | None = None,
+             local_dt: datetime | None = None) -> None:
+        """FREE -> HIRED: choose a tariff valid at ``local_dt`` and show its opening fare."""
+        if self.state is not State.FREE:
+            raise TaximeterError(f"hire is only possible in FREE (now {self.state.value})")
+        if local_dt is not None:
+            valid = self.available(local_dt)
+            if not valid:
+                raise TaximeterError(f"no tariff of {self.tariffs.name} is active at {local_dt.isoformat()}")
+            if tariff_no is None:
+                tariff_no = valid[0]
+            elif tariff_no not in valid:
+                raise TaximeterError(f"tariff {tariff_no} is not active at {local_dt.isoformat()}")
+        elif tariff_no is None:
+            tariff_no = self.tariffs.tariffs[0].no
+        base = self.tariffs.tariff(tariff_no)
+        self._advance_totals(t_ms, odometer_mm)
+        self._reset_trip()
+        self.base = base
+        self.state = State.HIRED
+        unit = self.tariffs.distance_unit
+        self.dist.open_left = _length_um(base.opening_distance, unit)
+        self.time.open_left = _time_us(base.opening_time_s)
+        self.metered = money_to_milli(base.opening_fare)
+        for kind in ("distance", "time", "amount", "speed"):
+            tiers = [self.tariffs.tier(i) for i in base.tiers]
+            lst = [(self._limit(tr), tr) for tr in tiers if tr.kind == kind]
+            lst.sort(key=lambda x: x[0])
+            self._tiers[kind] = lst
+        for _, tr in self._tiers["speed"]:
+            self._above_since[tr.id] = None
+        self._has_tiers = any(self._tiers.values())
+        self._apply_tiers()
+        self._event("hire")
+
+    def stop(self, t_ms: int, odometer_mm: int | None = None) -> None:
+        """HIRED -> STOPPED (FARE): counting ends, the minimum fare applies."""
+        if self.state is not State.HIRED:
+            raise TaximeterError(f"stop is only possible in HIRED (now {self.state.value})")
+        self.sample(t_ms, odometer_mm if odometer_mm is not None else self._last_d_mm())
+        self.state = State.STOPPED
+        self.stop_t = self._last_t or 0
+        self._event("stop")
+
+    def resume(self, t_ms: int, odometer_mm: int | None = None) -> None:
+        """STOPPED -> HIRED: the passenger stays; counting continues from where it stopped."""
+        if self.state is not State.STOPPED:
+            raise TaximeterError(f"resume is only possible in STOPPED (now {self.state.value})")
+        self._advance_totals(t_ms, odometer_mm)
+        self._now, self._dnow = self._last_t or 0, self._last_d or 0
+        self.state = State.HIRED
+        self._event("resume")
+
+    def free(self, t_ms: int, odometer_mm: int | None = None) -> FareResult:
+        """STOPPED -> FREE after at least 10 s; books the trip into the totalizers (TAX-8)."""
+        if self.state is not State.STOPPED:
+            raise TaximeterError(f"free is only possible from STOPPED (now {self.state.value})")
+        if t_ms * US_PER_MS - self.stop_t < MIN_FARE_STATE_US:
+            raise TaximeterError("the fare must be shown for at least 10 s before FREE")
+        result = self.result()
+        self.totals.trips += 1
+        self.totals.extras_milli += self.extras_milli
+        self.totals.money_milli += self.fare_milli + self.extras_milli
+        self._advance_totals(t_ms, odometer_mm)
+        self.state = State.FREE
+        self._reset_trip()
+        return result
+
+    def calibrate(self) -> None:
+        """FREE -> CALIBRATION (measurement check; no fare)."""
+        if self.state is not State.FREE:
+            raise TaximeterError("CALIBRATION is only reachable from FREE")
+        self.state = State.CALIBRATION
+
+    def end_calibration(self) -> None:
+        if self.state is not State.CALIBRATION:
+            raise TaximeterError("not in CALIBRATION")
+        self.state = State.FREE
+
+    def extra(self, count: int = 1) -> None:
+        """EXTRA key: only in HIRED and STOPPED, up to the tariff's maximum count (TAX-6)."""
+        if self.state not in (State.HIRED, State.STOPPED):
+            raise TaximeterError(f"extras are only possible in HIRED or STOPPED (now {self.state.value})")
+        assert self.base is not None
+        if count < 0 or self.extra_count + count > self.base.max_extras:
+            raise TaximeterError(f"at most {self.base.max_extras} extras in tariff {self.base.no}")
+        if count:
+            self.extra_count += count
+            self._event("extra", count)
+
+    # ------------------------------------------------------------------ readings
+
+    @property
+    def fare_milli(self) -> int:
+        """Fare shown: metered, and in STOPPED at least the minimum fare."""
+        if self.base is None:
+            return 0
+        if self.state is State.STOPPED:
+            return max(self.metered, money_to_milli(self.base.minimum_fare))
+        return self.metered
+
+    @property
+    def extras_milli(self) -> int:
+        return 0 if self.base is None else self.extra_count * money_to_milli(self.base.extra_fare)
+
+    @property
+    def tariff_no(self) -> str:
+        return self.regime.no if self.regime else ""
+
+    def result(self) -> FareResult:
+        dec = self.tariffs.decimals
+        fare, extras = self.fare_milli, self.extras_milli
+        return FareResult(
+            fare=milli_to_decimal(fare, dec),
+            extras=milli_to_decimal(extras, dec),
+            total=milli_to_decimal(fare + extras, dec),
+            tariff_no=self.tariff_no,
+            currency=self.tariffs.currency,
+            distance_m=Decimal(self.hired_d) / 1_000_000,
+            duration_s=Decimal(self.hired_t) / 1_000_000,
+            distance_units=self.dist.units,
+            time_units=self.time.units,
+            extra_count=self.extra_count,
+            timeline=tuple(self.timeline),
+        )
+
+    # ------------------------------------------------------------------ measurement input
+
+    def pulses(self, t_ms: int, pulse_count: int) -> None:
+        """Cumulative pulse count -> distance with k pulses per km (TAX-7), exact to 1 um."""
+        if self.k_per_km is None:
+            raise TaximeterError("pulses need the calibration constant k (pulses per km)")
+        if pulse_count < 0:
+            raise TaximeterError("pulse count must not be negative")
+        self._sample_um(t_ms * US_PER_MS, pulse_count * 1_000_000_000 // self.k_per_km)
+
+    def sample(self, t_ms: int, odometer_mm: int) -> None:
+        """Cumulative distance (mm) at time ``t_ms``; charges the segment since the last sample."""
+        self._sample_um(t_ms * US_PER_MS, odometer_mm * UM_PER_MM)
+
+    def _last_d_mm(self) -> int:
+        return (self._last_d or 0) // UM_PER_MM
+
+    def _advance_totals(self, t_ms: int, odometer_mm: int | None) -> None:
+        d = (self._last_d or 0) if odometer_mm is None else odometer_mm * UM_PER_MM
+        self._check_and_total(t_ms * US_PER_MS, d)
+        self._last_t, self._last_d = t_ms * US_PER_MS, d
+
+    def _check_and_total(self, t: int, d: int) -> None:
+        if self._last_t is not None:
+            if t < self._last_t:
+                raise TaximeterError(f"time went backwards ({t / 1e6} s < {self._last_t / 1e6} s)")
+            if d < (self._last_d or 0):
+                raise TaximeterError("distance went backwards")
+            self.totals.total_distance_um += d - (self._last_d or 0)
+
+    def _sample_um(self, t: int, d: int) -> None:
+        last_t, last_d = self._last_t, self._last_d
+        if last_t is None or last_d is None:
+            self._last_t, self._last_d = t, d
+            return
+        dt, dd = t - last_t, d - last_d
+        if dt < 0:
+            raise TaximeterError(f"time went backwards ({t / 1e6} s < {last_t / 1e6} s)")
+        if dd < 0:
+            raise TaximeterError("distance went backwards")
+        self.totals.total_distance_um += dd
+        self._last_t, self._last_d = t, d
+        if self.state is State.HIRED:
+            self.totals.hired_distance_um += dd
+            self._segment(last_t, last_d, dt, dd)
+
+    # ------------------------------------------------------------------ charging core
+
+    def _limit(self, tier: Tier) -> int:
+        if tier.kind == "distance":
+            return _length_um(tier.limit, self.tariffs.distance_unit)
+        if tier.kind == "time":
+            return _time_us(tier.limit)
+        if tier.kind == "amount":
+            return money_to_milli(tier.limit)
+        return int(tier.limit)  # speed: compared exactly in _speed_above
+
+    def _regime_for(self, key: tuple[str, ...]) -> _Regime:
+        assert self.base is not None
+        cache_key = (self.base.no, key)
+        reg = self._regimes.get(cache_key)
+        if reg is None:
+            t = self.base
+            for tier_id in key:
+                t = overlay(t, self.tariffs.tier(tier_id), self.tariffs.distance_unit)
+            reg = _compile(t, self.tariffs.distance_unit)
+            self._regimes[cache_key] = reg
+        return reg
+
+    def _apply_tiers(self) -> bool:
+        """Recompute the active tiers; switch regime if they changed. True when it changed."""
+        values = {"distance": self.hired_d, "time": self.hired_t, "amount": self.metered}
+        active: dict[str, Tier] = {}
+        for kind in ("distance", "time", "amount"):
+            for limit, tier in self._tiers[kind]:
+                if values[kind] >= limit:
+                    active[kind] = tier
+        for _, tier in self._tiers["speed"]:
+            since = self._above_since.get(tier.id)
+            if since is not None and self._now - since >= tier.dwell_s * 1_000_000:
+                active["speed"] = tier
+        key = tuple(active[k].id for k in ("distance", "time", "amount", "speed") if k in active)
+        reg = self._regime_for(key)
+        changed = reg is not self.regime
+        old = self.regime
+        self.regime = reg
+        self._active = active
+        if changed and old is not None:
+            self._event("tier")
+            self._normalise()
+        return changed
+
+    def _normalise(self) -> None:
+        """After a tier switch a carried partial unit may already cover a (shorter) new unit."""
+        reg = self.regime
+        assert reg is not None
+        self._add(self.dist, 0, reg.ud, reg.udf, "distance", reg.started)
+        self._add(self.time, 0, reg.ut, reg.utf, "time", reg.started)
+
+    def _add(self, c: _Counter, x: int, unit: int, unit_fare: int, kind: str, started: bool) -> None:
+        if c.open_left:
+            use = x if x < c.open_left else c.open_left
+            c.open_left -= use
+            x -= use
+            if c.open_left:
+                return
+        c.acc += x
+        acc = c.acc
+        if started:
+            if acc <= 0:
+                return
+            n = -((-acc) // unit)
+        else:
+            if acc < unit:
+                return
+            n = acc // unit
+        c.acc = acc - n * unit
+        c.units += n
+        self.metered += n * unit_fare
+        if self.record_timeline:
+            self._event(kind, n)
+
+    def _speed_above(self, tier: Tier, dt: int, dd: int) -> bool:
+        v = Fraction(tier.limit)  # km/h;  dd/dt [m/s] * 3.6 > v
+        return dd * 36 * v.denominator > dt * 10 * v.numerator
+
+    def _segment(self, t0: int, d0: int, dt: int, dd: int) -> None:
+        if dt == 0 and dd == 0:
+            return
+        if not self._has_tiers:
+            self._now, self._dnow = t0 + dt, d0 + dd
+            self._charge(self.regime, dt, dd)  # type: ignore[arg-type]
+            return
+        speed_tiers = self._tiers["speed"]
+        if speed_tiers:
+            changed = False
+            for tier in (tr for _, tr in speed_tiers):
+                if self._speed_above(tier, dt, dd):
+                    if self._above_since[tier.id] is None:
+                        self._above_since[tier.id] = t0
+                elif self._above_since[tier.id] is not None:
+                    self._above_since[tier.id] = None
+                    changed = True
+            if changed:
+                self._apply_tiers()
+        while dt > 0 or dd > 0:
+            reg = self.regime
+            assert reg is not None
+            cut_d, cut_t = self._next_cut(reg, t0, dt, dd)
+            if cut_d is not None:
+                sub_dd, sub_dt = cut_d, (dt * cut_d // dd if dd else dt)
+            elif cut_t is not None:
+                sub_dt, sub_dd = cut_t, (dd * cut_t // dt if dt else dd)
+            else:
+                sub_dt, sub_dd = dt, dd
+            t0 += sub_dt
+            d0 += sub_dd
+            self._now, self._dnow = t0, d0
+            self._charge(reg, sub_dt, sub_dd)
+            dt -= sub_dt
+            dd -= sub_dd
+            if cut_d is not None or cut_t is not None or self._tiers["amount"]:
+                self._apply_tiers()
+
+    def _charge(self, reg: _Regime, dt: int, dd: int) -> None:
+        self.hired_t += dt
+        self.hired_d += dd
+        if reg.double:
+            self._add(self.dist, dd, reg.ud, reg.udf, "distance", reg.started)
+            self._add(self.time, dt, reg.ut, reg.utf, "time", reg.started)
+        elif dd * reg.fast_p >= dt * reg.fast_q:
+            self._add(self.dist, dd, reg.ud, reg.udf, "distance", reg.started)
+        else:
+            self._add(self.time, dt, reg.ut, reg.utf, "time", reg.started)
+
+    def _next_cut(self, reg: _Regime, t0: int, dt: int, dd: int) -> tuple[int | None, int | None]:
+        """The first tier boundary inside this segment, as a distance or a time into it."""
+        best_d: int | None = None
+        best_t: int | None = None
+        best_frac = Fraction(1)
+        for limit, _tier in self._tiers["distance"]:
+            if self.hired_d < limit < self.hired_d + dd:
+                f = Fraction(limit - self.hired_d, dd)
+                if f < best_frac:
+                    best_frac, best_d, best_t = f, limit - self.hired_d, None
+                break
+        for limit, _tier in self._tiers["time"]:
+            if self.hired_t < limit < self.hired_t + dt:
+                f = Fraction(limit - self.hired_t, dt)
+                if f < best_frac:
+                    best_frac, best_d, best_t = f, None, limit - self.hired_t
+                break
+        for _, tier in self._tiers["speed"]:
+            since = self._above_since.get(tier.id)
+            if since is not None and tier.id not in {t.id for t in self._active.values()}:
+                at = since + tier.dwell_s * 1_000_000 - t0
+                if 0 < at < dt:
+                    f = Fraction(at, dt)
+                    if f < best_frac:
+                        best_frac, best_d, best_t = f, None, at
+        amount = [lim for lim, _ in self._tiers["amount"] if lim > self.metered]
+        if amount:
+            nxt = self._next_drop(reg, dt, dd)
+            if nxt is not None:
+                f, x, is_dist = nxt
+                if f < best_frac:
+                    best_frac = f
+                    best_d, best_t = (x, None) if is_dist else (None, x)
+        return best_d, best_t
+
+    def _next_drop(self, reg: _Regime, dt: int, dd: int) -> tuple[Fraction, int, bool] | None:
+        """Where in the segment the next unit is charged (so an amount tier can switch exactly)."""
+        out: list[tuple[Fraction, int, bool]] = []
+        fast = reg.double or dd * reg.fast_p >= dt * reg.fast_q
+        slow = reg.double or not fast
+        for c, unit, total, is_dist, on in ((self.dist, reg.ud, dd, True, fast),
+                                            (self.time, reg.ut, dt, False, slow)):
+            if not on or total == 0:
+                continue
+            need = c.open_left + (max(0, -c.acc) + 1 if reg.started else unit - c.acc)
+            if 0 < need < total:
+                out.append((Fraction(need, total), need, is_dist))
+        return min(out) if out else None
+
+    def _event(self, kind: str, units: int = 0) -> None:
+        if not self.record_timeline and kind in ("distance", "time"):
+            return
+        self.timeline.append(Event(
+            t_ms=self._now // US_PER_MS,
+            distance_mm=self._dnow // UM_PER_MM,
+            kind=kind,
+            fare_milli=self.fare_milli,
+            tariff_no=self.tariff_no,
+            units=units,
+        ))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One trip sample: time (ms), cumulative distance (mm), cumulative EXTRA presses."""
+
+    t_ms: int
+    distance_mm: int
+    extras: int = 0
+
+
+def replay(tariff_set: TaxiTariffSet, samples: Iterable[Sample | tuple[int, int] | tuple[int, int, int]],
+           start_local_dt: datetime | None = None, *, tariff_no: str | None = None,
+           record_timeline: bool = True) -> FareResult:
+    """Replay a whole trip: hire at the first sample, stop at the last; pure (TAX-2, TAX-3).
+
+    ``samples`` are (t_ms, cumulative distance mm[, cumulative extra presses]) in time order.
+    """
+    meter = Taximeter(tariff_set, record_timeline=record_timeline)
+    it = iter(samples)
+    first = next(it, None)
+    if first is None:
+        raise TaximeterError("a trip needs at least one sample")
+    t0, d0, x0 = _unpack(first)
+    meter.sample(t0, d0)
+    meter.hire(t0, d0, tariff_no=tariff_no, local_dt=start_local_dt)
+    extras = 0
+    if x0:
+        meter.extra(x0)
+        extras = x0
+    last_t, last_d = t0, d0
+    sample = meter.sample
+    for s in it:
+        if type(s) is tuple and len(s) == 2:
+            last_t, last_d = s
+            sample(last_t, last_d)
+            continue
+        last_t, last_d, x = _unpack(s)
+        sample(last_t, last_d)
+        if x != extras:
+            if x < extras:
+                raise TaximeterError("extra presses are cumulative and must not decrease")
+            meter.extra(x - extras)
+            extras = x
+    meter.stop(last_t, last_d)
+    return meter.result()
+
+
+def _unpack(s: Sample | tuple[int, ...]) -> tuple[int, int, int]:
+    if isinstance(s, Sample):
+        return s.t_ms, s.distance_mm, s.extras
+    if len(s) == 2:
+        return s[0], s[1], 0
+    return s[0], s[1], s[2]
+
+
+def legs_to_samples(legs: Iterable[tuple[Decimal, Decimal]], distance_unit: str = "m",
+                    step_ms: int = 1000) -> list[tuple[int, int]]:
+    """Constant-speed legs (distance in the file unit, seconds) -> samples every ``step_ms``.
+
+    Used for the [[examples]] of tariff files; positions are exact rational points rounded to mm/ms.
+    """
+    out: list[tuple[int, int]] = [(0, 0)]
+    t_ms, d_mm = 0, Fraction(0)
+    for distance, duration_s in legs:
+        metres = Fraction(distance) * (Fraction(METRES_PER_YARD) if distance_unit == "yd" else 1)
+        total_mm = metres * 1000
+        dur_ms = Fraction(duration_s) * 1000
+        if dur_ms == 0:
+            if total_mm:
+                raise TaximeterError("a leg with distance needs a duration")
+            continue
+        n = max(1, int(dur_ms // step_ms))
+        for i in range(1, n + 1):
+            frac = Fraction(i, n)
+            out.append((t_ms + round(dur_ms * frac), round(d_mm + total_mm * frac)))
+        t_ms += round(dur_ms)
+        d_mm += total_mm
+    return out
