@@ -100,6 +100,14 @@ def _printable(text: str, what: str, forbidden: str, base: int) -> None:
             raise IECError(f"{what}: character {ch!r} not allowed", base + i)
 
 
+def _digit(ch: str) -> bool:
+    return len(ch) == 1 and "0" <= ch <= "9"
+
+
+def _digits(text: str) -> bool:
+    return bool(text) and all("0" <= ch <= "9" for ch in text)
+
+
 def bcc(data: bytes) -> int:
     """Block check character: XOR of the bytes after the first SOH/STX up to and including ETX/EOT.
 
@@ -176,7 +184,7 @@ class Identification:
 def _mode_for(baud_char: str, enhanced: str | None) -> str:
     if enhanced is not None and "2" in enhanced:
         return "E"
-    if baud_char.isdigit():
+    if _digit(baud_char):
         return "C"
     if baud_char in _MODE_B_CHARS:
         return "B"
@@ -237,7 +245,7 @@ def baud_char_for(rate: int, mode: str = "C") -> str:
     if mode not in ("B", "C", "E"):
         raise IECError(f"mode {mode!r} has no baud-rate characters (use B, C or E)")
     for ch, r in BAUD_RATES.items():
-        if r == rate and (ch.isdigit() if mode in ("C", "E") else ch.isalpha()):
+        if r == rate and (_digit(ch) if mode in ("C", "E") else ch.isalpha()):
             return ch
     raise IECError(f"no mode {mode} baud-rate character for {rate} Bd")
 
@@ -254,9 +262,9 @@ class AckOption:
 def ack_option(baud_char: str, option: str = "readout", protocol_char: str = "0") -> bytes:
     """``ACK V Z Y CRLF``: V protocol control ('0' normal, '1' secondary, '2' HDLC), Z baud, Y option."""
     y = _OPTIONS.get(option, option)
-    if len(y) != 1 or not y.isdigit():
+    if len(y) != 1 or not _digit(y):
         raise IECError(f"unknown option {option!r}", 3)
-    if len(protocol_char) != 1 or not protocol_char.isdigit():
+    if len(protocol_char) != 1 or not _digit(protocol_char):
         raise IECError("protocol control character must be one digit", 1)
     if len(baud_char) != 1 or not (" " < baud_char <= "~"):
         raise IECError("baud-rate character must be one printable character", 2)
@@ -271,11 +279,11 @@ def parse_ack_option(frame: bytes) -> AckOption:
     if len(frame) != 6 or not frame.endswith(CRLF):
         raise IECError("option select must be ACK V Z Y CR LF (6 bytes)", min(len(frame), 6) - 1)
     v, z, y = _ascii(frame[1:4], "option select", 1)
-    if not v.isdigit():
+    if not _digit(v):
         raise IECError("protocol control character must be a digit", 1)
     if not (" " < z <= "~"):
         raise IECError("baud-rate character must be printable", 2)
-    if not y.isdigit():
+    if not _digit(y):
         raise IECError("mode control character must be a digit", 3)
     return AckOption(v, z, _OPTION_NAMES.get(y, y))
 
@@ -310,7 +318,7 @@ class DataLine:
 
 _ADDRESS_FORBIDDEN = "()!/"
 _VALUE_FORBIDDEN = "()*!"
-_UNIT_FORBIDDEN = "()*!/"
+_UNIT_FORBIDDEN = "()*!"  # "/" occurs in real units (EMH "Imp/kWh") though the standard bars it
 
 
 def _split_sets(text: str, base: int) -> list[DataLine]:
@@ -363,8 +371,12 @@ def parse_data_line(text: str) -> DataLine:
 def _check_line(line: DataLine) -> None:
     if not isinstance(line, DataLine) or not line.values:
         raise IECError("a data line needs at least one value group")
+    if not isinstance(line.address, str):
+        raise IECError("address must be a str")
     _printable(line.address, "address", _ADDRESS_FORBIDDEN, 0)
     for v in line.values:
+        if not isinstance(v, DataValue) or not isinstance(v.value, str) or not isinstance(v.unit, str | None):
+            raise IECError(f"value group must be a DataValue of str, not {v!r}")
         _printable(v.value, "value", _VALUE_FORBIDDEN, 0)
         if v.unit is not None:
             _printable(v.unit, "unit", _UNIT_FORBIDDEN, 0)
@@ -642,7 +654,7 @@ def parse_reply(frame: bytes, verify_bcc: bool = True) -> str | DataMessage | Co
 # --------------------------------------------------------------------------------------------
 # load profile (VDEW 2.x / EMH / Landis+Gyr / Turkish meters, R5 "P.01")
 
-_LP_STAMP = re.compile(r"\d{10}|\d{11}|\d{12}|\d{13}")
+_LP_STAMP = re.compile(r"[0-9]{10,13}")
 
 
 def parse_lp_timestamp(stamp: str) -> tuple[datetime, str | None]:
@@ -728,7 +740,7 @@ class LoadProfile:
 
 
 def _lp_header(line: DataLine, pos: int) -> LoadProfileBlock:
-    m = re.fullmatch(r"P\.(\d{1,2})", line.address)
+    m = re.fullmatch(r"P\.([0-9]{1,2})", line.address)
     if not m:
         raise IECError(f"load-profile header address {line.address!r} is not P.nn", pos)
     v = line.values
@@ -736,9 +748,9 @@ def _lp_header(line: DataLine, pos: int) -> LoadProfileBlock:
         raise IECError("load-profile header needs (stamp)(status)(period)(channels)", pos)
     stamp, status, period, count = (x.value for x in v[:4])
     parse_lp_timestamp(stamp)
-    if not period.isdigit() or int(period) == 0:
+    if not _digits(period) or int(period) == 0:
         raise IECError(f"load-profile period {period!r} is not a positive number of minutes", pos)
-    if not count.isdigit():
+    if not _digits(count):
         raise IECError(f"load-profile channel count {count!r} is not a number", pos)
     n = int(count)
     rest = v[4:]

@@ -27,8 +27,8 @@ _DATA = Path(__file__).resolve().parent.parent / "data" / "obis.toml"
 LETTERS: dict[str, int] = {"C": 96, "F": 97, "L": 98, "P": 99}
 _LETTER_OF = {v: k for k, v in LETTERS.items()}
 
-_GROUP = r"(\d{1,3}|[CFLP])"
-_NUM = r"(\d{1,3})"
+_GROUP = r"([0-9]{1,3}|[CFLP])"
+_NUM = r"([0-9]{1,3})"
 _REDUCED = re.compile(
     rf"(?:{_NUM}-)?(?:{_NUM}:)?{_GROUP}\.{_GROUP}(?:\.{_NUM})?(?:([*&]){_NUM})?"
 )
