@@ -1,0 +1,937 @@
+"""A simulated DLMS/COSEM meter (server side): the object model and the association logic.
+
+Why: neither dlms-cosem nor gurux-dlms offers a usable meter simulator, and the head-end needs one
+to test remote reading, clock sync, programming and disconnect end to end (HES-11, HES-35,
+HES-37, HES-40, AMR-4, AMR-5). The codec is ``osos.protocols.dlms``; transports (wrapper TCP,
+HDLC) live in ``osos.field.meters.dlms_transport`` and feed APDUs to :meth:`MeterSession.handle`.
+
+Objects (OBIS, class): clock 0.0.1.0.0.255 (8); energy 1.0.1.8.0-4.255 (3); logical device name
+0.0.42.0.0.255 and serial 0.0.96.1.0.255 (1); disconnect control 0.0.96.3.10.255 (70); load
+profile 1 1.0.99.1.0.255 (7, 60 min, range and entry selective access); standard event log
+0.0.99.98.0.255 (7); current association 0.0.40.0.0.255 (15); invocation counter 0.0.43.1.0.255
+(1); activity calendar 0.0.13.0.0.255 (20) and special days 0.0.11.0.0.255 (11).
+
+Time comes from an injected ``clock`` (aware UTC datetimes) so tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from osos.protocols import dlms as D
+
+CLOCK_OBIS = D.obis_bytes("0.0.1.0.0.255")
+LDN_OBIS = D.obis_bytes("0.0.42.0.0.255")
+SERIAL_OBIS = D.obis_bytes("0.0.96.1.0.255")
+DISCONNECT_OBIS = D.obis_bytes("0.0.96.3.10.255")
+LOAD_PROFILE_OBIS = D.obis_bytes("1.0.99.1.0.255")
+EVENT_LOG_OBIS = D.obis_bytes("0.0.99.98.0.255")
+EVENT_CODE_OBIS = D.obis_bytes("0.0.96.11.0.255")
+STATUS_OBIS = D.obis_bytes("0.0.96.10.1.255")
+ASSOCIATION_OBIS = D.obis_bytes("0.0.40.0.0.255")
+INVOCATION_COUNTER_OBIS = D.obis_bytes("0.0.43.1.0.255")
+ACTIVITY_CALENDAR_OBIS = D.obis_bytes("0.0.13.0.0.255")
+SPECIAL_DAYS_OBIS = D.obis_bytes("0.0.11.0.0.255")
+ENERGY_OBIS = [D.obis_bytes(f"1.0.1.8.{t}.255") for t in range(5)]
+
+CLASS_DATA, CLASS_REGISTER, CLASS_PROFILE, CLASS_CLOCK = 1, 3, 7, 8
+CLASS_SPECIAL_DAYS, CLASS_ASSOCIATION_LN, CLASS_ACTIVITY_CALENDAR, CLASS_DISCONNECT = 11, 15, 20, 70
+
+HOUR = dt.timedelta(hours=1)
+
+
+class AccessError(Exception):
+    """Raised by an object to answer with a data-access-result instead of data."""
+
+    def __init__(self, result: D.DataAccessResult) -> None:
+        super().__init__(result.name)
+        self.result = result
+
+
+@dataclass
+class MeterProfile:
+    """The static description of the meter, read from ``osos/data/dlms/simulated_meter.toml``."""
+
+    flag: str
+    serial: str
+    logical_device_name: str
+    utc_offset_minutes: int
+    history_days: int
+    profile_capacity: int
+    server_max_pdu: int
+    scaler: int
+    unit: int
+    initial: list[int]
+    tariff_by_hour: list[int]
+    consumption_wh: list[int]
+    events: dict[str, int]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> MeterProfile:
+        if path is None:
+            text = resources.files("osos.data").joinpath("dlms/simulated_meter.toml").read_text("utf-8")
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        raw = tomllib.loads(text)
+        m, e = raw["meter"], raw["energy"]
+        prof = cls(
+            flag=m["flag"], serial=m["serial"], logical_device_name=m["logical_device_name"],
+            utc_offset_minutes=int(m["utc_offset_minutes"]), history_days=int(m["history_days"]),
+            profile_capacity=int(m["profile_capacity"]), server_max_pdu=int(m["server_max_pdu"]),
+            scaler=int(e["scaler"]), unit=int(e["unit"]), initial=[int(v) for v in e["initial"]],
+            tariff_by_hour=[int(v) for v in e["tariff_by_hour"]],
+            consumption_wh=[int(v) for v in e["consumption_wh"]],
+            events={k: int(v) for k, v in raw["events"].items()},
+        )
+        if len(prof.tariff_by_hour) != 24 or len(prof.consumption_wh) != 24 or len(prof.initial) != 5:
+            raise ValueError("tariff_by_hour and consumption_wh need 24 entries, initial needs 5")
+        if any(t not in (1, 2, 3, 4) for t in prof.tariff_by_hour):
+            raise ValueError("tariff_by_hour entries are 1..4")
+        return prof
+
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """What one client SAP may do: its authentication mechanism and whether it may write."""
+
+    mechanism: str  # "none", "lls" or "hls-gmac"
+    write: bool = False
+
+
+@dataclass(frozen=True)
+class MeterSecrets:
+    """Keys and password, given at construction (never stored in the data file, HES-56)."""
+
+    password: bytes | None = None  # LLS
+    ek: bytes | None = None  # global unicast encryption key (suite 0: 16 bytes)
+    ak: bytes | None = None  # authentication key
+
+
+DEFAULT_CLIENTS = {
+    16: ClientPolicy("none", write=False),  # public client: read only, no security
+    32: ClientPolicy("lls", write=True),  # reading/programming client with a password
+    1: ClientPolicy("hls-gmac", write=True),  # management client: HLS-GMAC, ciphered APDUs
+}
+
+
+@dataclass
+class ProfileRow:
+    when: dt.datetime  # meter local time (aware)
+    values: list[D.Data]
+
+
+class EnergyModel:
+    """Energy as a pure function of meter time: registers and load profile agree by construction."""
+
+    def __init__(self, profile: MeterProfile, epoch: dt.datetime) -> None:
+        self.p = profile
+        self.epoch = epoch  # local midnight where the history starts
+        self.per_wh = 10 ** (-profile.scaler)  # register units per Wh (scaler -1 -> 10)
+        if self.per_wh < 1:
+            raise ValueError("the simulator supports scalers <= 0 only")
+        self.daily = [0] * 5
+        for h in range(24):
+            self.daily[self.p.tariff_by_hour[h]] += self.p.consumption_wh[h] * self.per_wh
+
+    def registers(self, local: dt.datetime) -> list[int]:
+        """[total, T1, T2, T3, T4] in register units at local time ``local``."""
+        vals = list(self.p.initial)
+        if local <= self.epoch:
+            vals[0] = sum(vals[1:])
+            return vals
+        elapsed = local - self.epoch
+        days = elapsed.days
+        for t in range(1, 5):
+            vals[t] += days * self.daily[t]
+        rest = int(elapsed.total_seconds()) - days * 86400
+        hour = 0
+        while rest >= 3600:
+            vals[self.p.tariff_by_hour[hour]] += self.p.consumption_wh[hour] * self.per_wh
+            rest -= 3600
+            hour += 1
+        if rest:
+            vals[self.p.tariff_by_hour[hour]] += self.p.consumption_wh[hour] * self.per_wh * rest // 3600
+        vals[0] = sum(vals[1:])
+        return vals
+
+
+class CosemObject:
+    """Base: attribute 1 is always the logical name."""
+
+    class_id = 0
+    version = 0
+    attributes: tuple[int, ...] = (1,)
+    methods: tuple[int, ...] = ()
+
+    def __init__(self, meter: SimulatedDlmsMeter, obis: bytes) -> None:
+        self.meter = meter
+        self.obis = obis
+
+    def get(self, attr: int, access: D.AccessSelection | None) -> D.Data:
+        if attr == 1:
+            return D.octets(self.obis)
+        raise AccessError(D.DataAccessResult.OBJECT_UNDEFINED)
+
+    def set(self, attr: int, value: D.Data) -> None:
+        raise AccessError(D.DataAccessResult.READ_WRITE_DENIED)
+
+    def action(self, method: int, param: D.Data | None, session: MeterSession) -> D.Data | None:
+        raise AccessError(D.DataAccessResult.OBJECT_UNDEFINED)
+
+
+class DataObject(CosemObject):
+    class_id = CLASS_DATA
+    attributes = (1, 2)
+
+    def __init__(self, meter: SimulatedDlmsMeter, obis: bytes, value: Callable[[], D.Data]) -> None:
+        super().__init__(meter, obis)
+        self.value = value
+
+    def get(self, attr: int, access: D.AccessSelection | None) -> D.Data:
+        return self.value() if attr == 2 else super().get(attr, access)
+
+
+class EnergyRegister(CosemObject):
+    class_id = CLASS_REGISTER
+    attributes = (1, 2, 3)
+
+    def __init__(self, meter: SimulatedDlmsMeter, obis: bytes, tariff: int) -> None:
+        super().__init__(meter, obis)
+        self.tariff = tariff
+
+    def get(self, attr: int, access: D.AccessSelection | None) -> D.Data:
+        if attr == 2:
+            return D.u32(self.meter.registers()[self.tariff])
+        if attr == 3:
+            return D.struct_(D.i8(self.meter.profile.scaler), D.enum(self.meter.profile.unit))
+        return super().get(attr, access)
+
+
+class ClockObject(CosemObject):
+    """Class 8. Setting attribute 2 moves the meter's clock offset (HES-35) and logs both times."""
+
+    class_id = CLASS_CLOCK
+    attributes = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+
+    def get(self, attr: int, access: D.AccessSelection | None) -> D.Data:
+        m = self.meter
+        if attr == 2:
+            return D.octets(D.datetime_to_octets(m.local_now()))
+        if attr == 3:
+            return D.i16(-m.profile.utc_offset_minutes)
+        if attr == 4:
+            return D.u8(0)
+        if attr in (5, 6):  # DST not used (Turkey keeps UTC+3): wildcard dates
+            return D.octets(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x80\x00\xff")
+        if attr == 7:
+            return D.i8(0)
+        if attr == 8:
+            return D.boolean(False)
+        if attr == 9:
+            return D.enum(1)  # clock base: internal crystal
+        return super().get(attr, access)
+
+    def set(self, attr: int, value: D.Data) -> None:
+        if attr != 2:
+            raise AccessError(D.DataAccessResult.READ_WRITE_DENIED)
+        try:
+            cdt = D.octets_to_datetime(value.value) if value.type in (D.DataType.OCTET_STRING,
+                                                                       D.DataType.DATE_TIME) else None
+            if cdt is None:
+                raise AccessError(D.DataAccessResult.TYPE_UNMATCHED)
+            new = cdt.to_datetime()
+        except D.DLMSError:
+            raise AccessError(D.DataAccessResult.TYPE_UNMATCHED) from None
+        if new.tzinfo is None:
+            new = new.replace(tzinfo=self.meter.tz)
+        self.meter.set_time(new)
+
+
+class DisconnectControl(CosemObject):
+    """Class 70 (Blue Book 4.5.8). control_state 0 disconnected, 1 connected, 2 ready for
+    reconnection. Mode 1: remote_reconnect connects at once; modes 2/4: it only arms the relay
+    (ready_for_reconnection) and a local button press (:meth:`manual_reconnect`) closes it."""
+
+    class_id = CLASS_DISCONNECT
+    attributes = (1, 2, 3, 4)
+    methods = (1, 2)
+
+    def __init__(self, meter: SimulatedDlmsMeter, obis: bytes, mode: int = 1) -> None:
+        super().__init__(meter, obis)
+        self.control_state = 1
+        self.control_mode = mode
+
+    @property
+    def output_state(self) -> bool:
+        return self.control_state == 1
+
+    def get(self, attr: int, access: D.AccessSelection | None) -> D.Data:
+        if attr == 2:
+            return D.boolean(self.output_state)
+        if attr == 3:
+            return D.enum(self.control_state)
+        if attr == 4:
+            return D.enum(self.control_mode)
+        return super().get(attr, access)
+
+    def set(self, attr: int, value: D.Data) -> None:
+        if attr == 4 and value.type is D.DataType.ENUM and 0 <= value.value <= 6:
+            self.control_mode = value.value
+            return
+        raise AccessError(D.DataAccessResult.READ_WRITE_DENIED if attr != 4
+                          else D.DataAccessResult.TYPE_UNMATCHED)
+
+    def action(self, method: int, param: D.Data | None, session: MeterSession) -> D.Data | None:
+        if method == 1:  # remote_disconnect
+            if self.control_mode == 0:
+                raise AccessError(D.DataAccessResult.TEMPORARY_FAILURE)
+            if self.control_state != 0:
+                self.control_state = 0
+                self.meter.log_event("remote_disconnection")
+            return None
+        if method == 2:  # remote_reconnect
+            if self.control_mode == 0:
+                raise AccessError(D.DataAccessResult.TEMPORARY_FAILURE)
+            if self.control_state == 0:
+                self.control_state = 1 if self.control_mode in (1, 3, 5) else 2
+                if self.control_state == 1:
+                    self.meter.log_event("remote_reconnection")
+            return None
+        return super().action(method, param, session)
+
+    def manual_reconnect(self) -> None:
+        if self.control_state == 2:
+            self.control_state = 1
+            self.meter.log_event("remote_reconnection")
+
+
+def _capture(class_id: int, obis: bytes, attr: int, data_index: int = 0) -> D.Data:
+    return D.struct_(D.u16(class_id), D.octets(obis), D.i8(attr), D.u16(data_index))
+
+
+class ProfileGeneric(CosemObject):
+    """Class 7 with selective access: selector 1 = range (restricting object = the clock column,
+    Blue Book 4.3.6), selector 2 = entry. Rows come from ``rows(first, last)``."""
+
+    class_id = CLASS_PROFILE
+    attributes = (1, 2, 3, 4, 5, 6, 7, 8)
+    methods = (1, 2)
+
+    def __init__(self, meter: SimulatedDlmsMeter, obis: bytes, columns: list[D.Data], period_s: int,
+                 rows: Callable[[dt.datetime | None, dt.datetime | None], list[ProfileRow]],
+                 capacity: int) -> None:
+        super().__init__(meter, obis)
+        self.columns = columns
+        self.period_s = period_s
+        self.rows = rows
+        self.capacity = capacity
+
+    def _row(self, r: ProfileRow, cols: range) -> D.Data:
+        full = [D.octets(D.datetime_to_octets(r.when)), *r.values]
+        return D.struct_(*(full[i] for i in cols))
+
+    def get(self, attr: int, access: D.AccessSelection | None) -> D.Data:
+        if attr == 2:
+            return self._buffer(access)
+        if access is not None:
+            raise AccessError(D.DataAccessResult.SCOPE_OF_ACCESS_VIOLATED)
+        if attr == 3:
+            return D.array(self.columns)
+        if attr == 4:
+            return D.u32(self.period_s)
+        if attr == 5:
+            return D.enum(1)  # fifo
+        if attr == 6:
+            return _capture(0, bytes(6), 0)
+        if attr == 7:
+            return D.u32(len(self.rows(None, None)))
+        if attr == 8:
+            return D.u32(self.capacity)
+        return super().get(attr, access)
+
+    def _buffer(self, access: D.AccessSelection | None) -> D.Data:
+        ncols = len(self.columns)
+        if access is None:
+            return D.array(self._row(r, range(ncols)) for r in self.rows(None, None))
+        try:
+            params = access.parameters.items
+            if access.selector == 1:
+                restricting = params[0].items
+                if restricting[1].value != CLOCK_OBIS or restricting[0].value != CLASS_CLOCK:
+                    raise AccessError(D.DataAccessResult.SCOPE_OF_ACCESS_VIOLATED)
+                start, end = D.data_datetime(params[1]), D.data_datetime(params[2])
+                start = start if start.tzinfo else start.replace(tzinfo=self.meter.tz)
+                end = end if end.tzinfo else end.replace(tzinfo=self.meter.tz)
+                selected = params[3].items if len(params) > 3 else ()
+                cols = range(ncols)
+                if selected:
+                    wanted = [c.items[:3] for c in selected]
+                    idx = [i for i, col in enumerate(self.columns) if col.items[:3] in wanted]
+                    if len(idx) != len(wanted):
+                        raise AccessError(D.DataAccessResult.SCOPE_OF_ACCESS_VIOLATED)
+                    return D.array(D.struct_(*(self._row(r, range(ncols)).items[i] for i in idx))
+                                   for r in self.rows(start, end))
+                return D.array(self._row(r, cols) for r in self.rows(start, end))
+            if access.selector == 2:
+                from_e, to_e, from_c, to_c = (p.value for p in params[:4])
+                rows = self.rows(None, None)
+                to_e = len(rows) if to_e == 0 else min(to_e, len(rows))
+                to_c = ncols if to_c == 0 else min(to_c, ncols)
+                if from_e < 1 or from_c < 1 or from_c > to_c:
+                    raise AccessError(D.DataAccessResult.SCOPE_OF_ACCESS_VIOLATED)
+                return D.array(self._row(r, range(from_c - 1, to_c)) for r in rows[from_e - 1 : to_e])
+        except (TypeError, IndexError, AttributeError, D.DLMSError):
+            raise AccessError(D.DataAccessResult.TYPE_UNMATCHED) from None
+        raise AccessError(D.DataAccessResult.SCOPE_OF_ACCESS_VIOLATED)
+
+
+class AssociationLN(CosemObject):
+    """Class 15: object list, associated partners, and HLS method 1 (reply_to_HLS_authentication)."""
+
+    class_id = CLASS_ASSOCIATION_LN
+    version = 1
+    attributes = (1, 2, 3, 6, 8)
+    methods = (1,)
+
+    def get(self, attr: int, access: D.AccessSelection | None) -> D.Data:
+        if attr == 2:
+            return D.array(self._entry(o) for o in self.meter.objects.values())
+        if attr == 3:
+            s = self.meter.current_session
+            return D.struct_(D.i8(s.client_sap if s else 0), D.u16(1))
+        if attr == 6:
+            return D.octets(bytes.fromhex("60857405080201") + bytes([self._mech_id()]))
+        if attr == 8:
+            s = self.meter.current_session
+            return D.enum(2 if s and s.associated else 1)
+        return super().get(attr, access)
+
+    def _mech_id(self) -> int:
+        s = self.meter.current_session
+        return {"none": 0, "lls": 1, "hls-gmac": 5}.get(s.policy.mechanism if s and s.policy else "none", 0)
+
+    @staticmethod
+    def _entry(o: CosemObject) -> D.Data:
+        attrs = D.array(D.struct_(D.i8(a), D.enum(1 if a == 1 else 3), D.null()) for a in o.attributes)
+        meths = D.array(D.struct_(D.i8(m), D.enum(1)) for m in o.methods)
+        return D.struct_(D.u16(o.class_id), D.u8(o.version), D.octets(o.obis), D.struct_(attrs, meths))
+
+    def action(self, method: int, param: D.Data | None, session: MeterSession) -> D.Data | None:
+        if method == 1:
+            return session.reply_to_hls(param)
+        return super().action(method, param, session)
+
+
+class CalendarStore(CosemObject):
+    """Class 20 (activity calendar) / class 11 (special days): the A-XDR structures are stored as
+    they were written, converted to the tariff module's dataclasses by ``osos.protocols.dlms_calendar_axdr``."""
+
+    def __init__(self, meter: SimulatedDlmsMeter, obis: bytes, class_id: int,
+                 attrs: dict[int, D.Data], writable: set[int], methods: tuple[int, ...] = ()) -> None:
+        super().__init__(meter, obis)
+        self.class_id = class_id  # type: ignore[misc]
+        self.values = attrs
+        self.writable = writable
+        self.attributes = (1, *sorted(attrs))  # type: ignore[misc]
+        self.methods = methods  # type: ignore[misc]
+
+    def get(self, attr: int, access: D.AccessSelection | None) -> D.Data:
+        if attr in self.values:
+            return self.values[attr]
+        return super().get(attr, access)
+
+    def set(self, attr: int, value: D.Data) -> None:
+        if attr not in self.writable:
+            raise AccessError(D.DataAccessResult.READ_WRITE_DENIED)
+        if value.type is not self.values[attr].type:
+            raise AccessError(D.DataAccessResult.TYPE_UNMATCHED)
+        self.values[attr] = value
+
+    def action(self, method: int, param: D.Data | None, session: MeterSession) -> D.Data | None:
+        if self.class_id == CLASS_ACTIVITY_CALENDAR and method == 1:  # activate_passive_calendar
+            for active, passive in ((2, 6), (3, 7), (4, 8), (5, 9)):
+                self.values[active] = self.values[passive]
+            return None
+        if self.class_id == CLASS_SPECIAL_DAYS and method in (1, 2):  # insert / delete
+            entries = list(self.values[2].items)
+            try:
+                if method == 1:
+                    assert param is not None
+                    idx = param.items[0].value
+                    entries = [e for e in entries if e.items[0].value != idx] + [param]
+                else:
+                    assert param is not None
+                    entries = [e for e in entries if e.items[0].value != param.value]
+            except (AssertionError, TypeError, IndexError, AttributeError):
+                raise AccessError(D.DataAccessResult.TYPE_UNMATCHED) from None
+            self.values[2] = D.array(entries)
+            return None
+        return super().action(method, param, session)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class SimulatedDlmsMeter:
+    """One meter: its objects, its time (injected clock + offset), its event log, its security
+    counters. Shared by all sessions; a lock keeps concurrent sessions consistent."""
+
+    def __init__(self, clock: Callable[[], dt.datetime], secrets: MeterSecrets,
+                 *, profile: MeterProfile | None = None, clients: dict[int, ClientPolicy] | None = None,
+                 system_title: bytes | None = None, disconnect_mode: int = 1,
+                 challenge: Callable[[int], bytes] = os.urandom) -> None:
+        self.clock = clock
+        self.secrets = secrets
+        self.profile = profile or MeterProfile.load()
+        self.clients = dict(DEFAULT_CLIENTS if clients is None else clients)
+        self.tz = dt.timezone(dt.timedelta(minutes=self.profile.utc_offset_minutes))
+        self.system_title = system_title or (self.profile.flag.encode("ascii")[:3]
+                                             + int(self.profile.serial).to_bytes(5, "big"))
+        if len(self.system_title) != 8:
+            raise ValueError("system title must be 8 bytes")
+        self.challenge = challenge
+        self.lock = threading.RLock()
+        self.offset = dt.timedelta(0)
+        self.server_ic = 1  # invocation counter of the meter's own ciphered APDUs
+        self.client_ic: dict[bytes, int] = {}  # last counter seen per client system title
+        self.current_session: MeterSession | None = None
+        start = self.local_now()
+        epoch_day = (start - dt.timedelta(days=self.profile.history_days)).date()
+        self.epoch = dt.datetime.combine(epoch_day, dt.time(0), tzinfo=self.tz)
+        self.energy = EnergyModel(self.profile, self.epoch)
+        outage = self.epoch + dt.timedelta(hours=30, minutes=12)
+        self.events: list[tuple[dt.datetime, int]] = [
+            (outage, self.profile.events["power_down"]),
+            (outage + dt.timedelta(minutes=7), self.profile.events["power_up"]),
+        ]
+        self.objects: dict[tuple[int, bytes], CosemObject] = {}
+        self._build_objects(disconnect_mode)
+
+    # time ---------------------------------------------------------------------------------
+    def local_now(self) -> dt.datetime:
+        now = self.clock()
+        if now.tzinfo is None:
+            raise ValueError("the meter clock function must return aware datetimes")
+        return (now + self.offset).astimezone(self.tz)
+
+    def set_time(self, new: dt.datetime) -> None:
+        with self.lock:
+            old = self.local_now()
+            self.offset = new - self.clock()
+            self.log_event("clock_adjusted_old", old)
+            self.log_event("clock_adjusted_new", self.local_now())
+
+    def registers(self) -> list[int]:
+        return self.energy.registers(self.local_now())
+
+    def log_event(self, name: str, when: dt.datetime | None = None) -> None:
+        with self.lock:
+            self.events.append((when or self.local_now(), self.profile.events[name]))
+
+    # objects --------------------------------------------------------------------------------
+    def add(self, obj: CosemObject) -> None:
+        self.objects[(obj.class_id, obj.obis)] = obj
+
+    def find(self, class_id: int, obis: bytes) -> CosemObject | None:
+        return self.objects.get((class_id, obis))
+
+    @property
+    def disconnector(self) -> DisconnectControl:
+        obj = self.objects[(CLASS_DISCONNECT, DISCONNECT_OBIS)]
+        assert isinstance(obj, DisconnectControl)
+        return obj
+
+    def _load_rows(self, start: dt.datetime | None, end: dt.datetime | None) -> list[ProfileRow]:
+        last = self.local_now().replace(minute=0, second=0, microsecond=0)
+        first = max(self.epoch + HOUR, last - HOUR * (self.profile.profile_capacity - 1))
+        lo = first if start is None else max(first, _ceil_hour(start.astimezone(self.tz)))
+        hi = last if end is None else min(last, end.astimezone(self.tz))
+        rows = []
+        t = lo
+        while t <= hi:
+            rows.append(ProfileRow(t, [D.u8(0), D.u32(self.energy.registers(t)[0])]))
+            t += HOUR
+        return rows
+
+    def _event_rows(self, start: dt.datetime | None, end: dt.datetime | None) -> list[ProfileRow]:
+        with self.lock:
+            evs = list(self.events)
+        return [ProfileRow(w, [D.u8(code)]) for w, code in evs
+                if (start is None or w >= start) and (end is None or w <= end)]
+
+    def _build_objects(self, disconnect_mode: int) -> None:
+        p = self.profile
+        self.add(ClockObject(self, CLOCK_OBIS))
+        for t, ob in enumerate(ENERGY_OBIS):
+            self.add(EnergyRegister(self, ob, t))
+        self.add(DataObject(self, LDN_OBIS, lambda: D.octets(p.logical_device_name.encode("ascii"))))
+        self.add(DataObject(self, SERIAL_OBIS, lambda: D.octets(p.serial.encode("ascii"))))
+        self.add(DataObject(self, STATUS_OBIS, lambda: D.u8(0)))
+        self.add(DataObject(self, EVENT_CODE_OBIS, lambda: D.u8(self.events[-1][1] if self.events else 0)))
+        self.add(DataObject(self, INVOCATION_COUNTER_OBIS, self._expected_ic))
+        self.add(DisconnectControl(self, DISCONNECT_OBIS, disconnect_mode))
+        self.add(ProfileGeneric(
+            self, LOAD_PROFILE_OBIS,
+            [_capture(CLASS_CLOCK, CLOCK_OBIS, 2), _capture(CLASS_DATA, STATUS_OBIS, 2),
+             _capture(CLASS_REGISTER, ENERGY_OBIS[0], 2)],
+            3600, self._load_rows, p.profile_capacity))
+        self.add(ProfileGeneric(
+            self, EVENT_LOG_OBIS,
+            [_capture(CLASS_CLOCK, CLOCK_OBIS, 2), _capture(CLASS_DATA, EVENT_CODE_OBIS, 2)],
+            0, self._event_rows, 100))
+        self.add(AssociationLN(self, ASSOCIATION_OBIS))
+        self._build_calendar()
+
+    def _build_calendar(self) -> None:
+        from osos.protocols import dlms_calendar_axdr as cc
+
+        active = cc.default_calendar_attributes(self.profile.tariff_by_hour)
+        self.add(CalendarStore(self, ACTIVITY_CALENDAR_OBIS, CLASS_ACTIVITY_CALENDAR,
+                               {2: active[0], 3: active[1], 4: active[2], 5: active[3],
+                                6: active[0], 7: active[1], 8: active[2], 9: active[3],
+                                10: D.octets(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x80\x00\xff")},
+                               writable={6, 7, 8, 9, 10}, methods=(1,)))
+        self.add(CalendarStore(self, SPECIAL_DAYS_OBIS, CLASS_SPECIAL_DAYS,
+                               {2: cc.default_special_days()}, writable={2}, methods=(1, 2)))
+
+    def _expected_ic(self) -> D.Data:
+        """The smallest invocation counter the meter accepts next from the management client."""
+        with self.lock:
+            seen = max(self.client_ic.values(), default=0)
+        return D.u32(seen + 1)
+
+    def new_session(self, client_sap: int) -> MeterSession:
+        return MeterSession(self, client_sap)
+
+    def next_server_ic(self) -> int:
+        with self.lock:
+            ic = self.server_ic
+            self.server_ic += 1
+            return ic
+
+    def accept_client_ic(self, system_title: bytes, ic: int) -> int | None:
+        """Record ``ic`` if it is newer than the last one; else return the counter expected."""
+        with self.lock:
+            last = self.client_ic.get(system_title, 0)
+            if ic <= last:
+                return last + 1
+            self.client_ic[system_title] = ic
+            return None
+
+
+def _ceil_hour(t: dt.datetime) -> dt.datetime:
+    floor = t.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == t else floor + HOUR
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Ciphering:
+    client_title: bytes
+    general: bool = False
+
+
+@dataclass
+class MeterSession:
+    """One association (one TCP connection or one HDLC link): AARQ -> AARE, then GET/SET/ACTION
+    with block transfer, until RLRQ or the link closes."""
+
+    meter: SimulatedDlmsMeter
+    client_sap: int
+    associated: bool = False
+    hls_pending: bool = False
+    policy: ClientPolicy | None = None
+    max_pdu: int = 1024
+    ciphering: _Ciphering | None = None
+    stoc: bytes = b""
+    ctos: bytes = b""
+    _blocks: list[bytes] = field(default_factory=list)
+    _block_invoke: D.InvokeId | None = None
+
+    def handle(self, apdu: bytes) -> bytes | None:
+        """One request APDU in, one response APDU out (None: nothing to answer)."""
+        with self.meter.lock:
+            self.meter.current_session = self
+            try:
+                return self._handle(apdu)
+            finally:
+                self.meter.current_session = None
+
+    def _handle(self, raw: bytes) -> bytes | None:
+        try:
+            apdu = D.decode_apdu(raw)
+        except D.DLMSError:
+            return D.encode_apdu(D.ExceptionResponse(D.StateError.SERVICE_UNKNOWN, D.ServiceError.OTHER_REASON))
+        if isinstance(apdu, D.AcseApdu):
+            if apdu.tag == D.Tag.AARQ:
+                return self._aarq(apdu.parsed)
+            if apdu.tag == D.Tag.RLRQ:
+                return self._release()
+            return None
+        if not self.associated and not self.hls_pending:
+            return D.encode_apdu(D.ExceptionResponse(D.StateError.SERVICE_NOT_ALLOWED,
+                                                     D.ServiceError.OPERATION_NOT_POSSIBLE))
+        if self.ciphering is not None:
+            if not isinstance(apdu, D.CipheredApdu):
+                return D.encode_apdu(D.ExceptionResponse(D.StateError.SERVICE_NOT_ALLOWED,
+                                                         D.ServiceError.DECIPHERING_ERROR))
+            return self._ciphered(apdu)
+        if isinstance(apdu, D.CipheredApdu):
+            return D.encode_apdu(D.ExceptionResponse(D.StateError.SERVICE_NOT_ALLOWED,
+                                                     D.ServiceError.DECIPHERING_ERROR))
+        resp = self._service(apdu)
+        return D.encode_apdu(resp) if resp is not None else None
+
+    # association -------------------------------------------------------------------------
+    def _aarq(self, aarq: Any) -> bytes:
+        from dlms_cosem import enumerations as E
+        from dlms_cosem.protocol import acse, xdlms
+
+        self._reset()
+        m = self.meter
+        policy = m.clients.get(self.client_sap)
+
+        def reject(diag: Any, ciphered: bool = False) -> bytes:
+            aare = acse.ApplicationAssociationResponse(
+                result=E.AssociationResult.REJECTED_PERMANENT, result_source_diagnostics=diag, ciphered=ciphered)
+            return bytes(aare.to_bytes())
+
+        if policy is None:
+            return reject(E.AcseServiceUserDiagnostics.CALLING_AP_TITLE_NOT_RECOGNIZED)
+        mech = aarq.authentication or E.AuthenticationMechanism.NONE
+        wanted = {"none": E.AuthenticationMechanism.NONE, "lls": E.AuthenticationMechanism.LLS,
+                  "hls-gmac": E.AuthenticationMechanism.HLS_GMAC}[policy.mechanism]
+        if mech != wanted:
+            return reject(E.AcseServiceUserDiagnostics.AUTHENTICATION_MECHANISM_NAME_NOT_RECOGNIZED)
+        content = aarq.user_information.content
+        ciphered = policy.mechanism == "hls-gmac"
+        if ciphered != bool(aarq.ciphered):
+            return reject(E.AcseServiceUserDiagnostics.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
+        if ciphered:
+            sec = m.secrets
+            if sec.ek is None or sec.ak is None or not aarq.system_title or len(aarq.system_title) != 8:
+                return reject(E.AcseServiceUserDiagnostics.CALLING_AP_TITLE_NOT_RECOGNIZED, True)
+            if not isinstance(content, xdlms.GlobalCipherInitiateRequest):
+                return reject(E.AcseServiceUserDiagnostics.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED, True)
+            try:
+                plain = D.decrypt(content.ciphered_text, system_title=bytes(aarq.system_title),
+                                  invocation_counter=content.invocation_counter, ek=sec.ek, ak=sec.ak,
+                                  security_control=content.security_control.to_bytes()[0])
+                initiate = xdlms.InitiateRequest.from_bytes(plain)
+            except (D.DLMSError, ValueError, IndexError):
+                return reject(E.AcseServiceUserDiagnostics.AUTHENTICATION_FAILED, True)
+            if m.accept_client_ic(bytes(aarq.system_title), content.invocation_counter) is not None:
+                return reject(E.AcseServiceUserDiagnostics.AUTHENTICATION_FAILED, True)
+            self.ciphering = _Ciphering(bytes(aarq.system_title))
+            self.ctos = bytes(aarq.authentication_value or b"")
+            if len(self.ctos) < 8:
+                self._reset()
+                return reject(E.AcseServiceUserDiagnostics.AUTHENTICATION_FAILED, True)
+        else:
+            if not isinstance(content, xdlms.InitiateRequest):
+                return reject(E.AcseServiceUserDiagnostics.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
+            initiate = content
+            if policy.mechanism == "lls":
+                pw = m.secrets.password
+                if pw is None or bytes(aarq.authentication_value or b"") != pw:
+                    return reject(E.AcseServiceUserDiagnostics.AUTHENTICATION_FAILED)
+        self.policy = policy
+        self.max_pdu = max(64, min(initiate.client_max_receive_pdu_size or 0xFFFF, m.profile.server_max_pdu))
+        conformance = initiate.proposed_conformance
+        response = xdlms.InitiateResponse(negotiated_conformance=_negotiate(conformance),
+                                          server_max_receive_pdu_size=m.profile.server_max_pdu)
+        if ciphered:
+            assert m.secrets.ek is not None and m.secrets.ak is not None
+            ic = m.next_server_ic()
+            from dlms_cosem.security import SecurityControlField
+
+            ct = D.encrypt(response.to_bytes(), system_title=m.system_title, invocation_counter=ic,
+                           ek=m.secrets.ek, ak=m.secrets.ak)
+            ui_content: Any = xdlms.GlobalCipherInitiateResponse(
+                security_control=SecurityControlField(0, authenticated=True, encrypted=True),
+                invocation_counter=ic, ciphered_text=ct)
+            self.stoc = m.challenge(16)
+            self.hls_pending = True
+            aare = acse.ApplicationAssociationResponse(
+                result=E.AssociationResult.ACCEPTED,
+                result_source_diagnostics=E.AcseServiceUserDiagnostics.AUTHENTICATION_REQUIRED,
+                ciphered=True, authentication=E.AuthenticationMechanism.HLS_GMAC, system_title=m.system_title,
+                authentication_value=self.stoc, user_information=acse.UserInformation(content=ui_content))
+        else:
+            self.associated = True
+            aare = acse.ApplicationAssociationResponse(
+                result=E.AssociationResult.ACCEPTED, result_source_diagnostics=E.AcseServiceUserDiagnostics.NULL,
+                authentication=mech if mech != E.AuthenticationMechanism.NONE else None,
+                user_information=acse.UserInformation(content=response))
+        return bytes(aare.to_bytes())
+
+    def reply_to_hls(self, param: D.Data | None) -> D.Data:
+        """Association LN method 1: check f(StoC) from the client, answer f(CtoS) (Green Book 9.2.7.4)."""
+        m = self.meter
+        if not self.hls_pending or self.ciphering is None or param is None \
+                or param.type is not D.DataType.OCTET_STRING or len(param.value) != 17:
+            raise AccessError(D.DataAccessResult.READ_WRITE_DENIED)
+        assert m.secrets.ek is not None and m.secrets.ak is not None
+        ic = int.from_bytes(param.value[1:5], "big")
+        expected = D.hls_gmac_response(self.stoc, system_title=self.ciphering.client_title, invocation_counter=ic,
+                                       ek=m.secrets.ek, ak=m.secrets.ak)
+        if param.value != expected:
+            self._reset()
+            raise AccessError(D.DataAccessResult.READ_WRITE_DENIED)
+        self.hls_pending = False
+        self.associated = True
+        return D.octets(D.hls_gmac_response(self.ctos, system_title=m.system_title,
+                                            invocation_counter=m.next_server_ic(), ek=m.secrets.ek,
+                                            ak=m.secrets.ak))
+
+    def _release(self) -> bytes:
+        from dlms_cosem import enumerations as E
+        from dlms_cosem.protocol import acse
+
+        self._reset()
+        return bytes(acse.ReleaseResponse(reason=E.ReleaseResponseReason.NORMAL).to_bytes())
+
+    def _reset(self) -> None:
+        self.associated = False
+        self.hls_pending = False
+        self.policy = None
+        self.ciphering = None
+        self._blocks = []
+
+    # ciphered APDUs --------------------------------------------------------------------------
+    def _ciphered(self, c: D.CipheredApdu) -> bytes | None:
+        m = self.meter
+        assert self.ciphering is not None and m.secrets.ek is not None and m.secrets.ak is not None
+        title = c.system_title or self.ciphering.client_title
+        if title != self.ciphering.client_title:
+            return D.encode_apdu(D.ExceptionResponse(D.StateError.SERVICE_NOT_ALLOWED,
+                                                     D.ServiceError.DECIPHERING_ERROR))
+        try:
+            plain = D.decipher_apdu(c, system_title=title, ek=m.secrets.ek, ak=m.secrets.ak)
+        except D.DLMSError:
+            return D.encode_apdu(D.ExceptionResponse(D.StateError.SERVICE_NOT_ALLOWED,
+                                                     D.ServiceError.DECIPHERING_ERROR))
+        expected = m.accept_client_ic(title, c.invocation_counter)
+        if expected is not None:
+            return D.encode_apdu(D.ExceptionResponse(D.StateError.SERVICE_NOT_ALLOWED,
+                                                     D.ServiceError.INVOCATION_COUNTER_ERROR, expected))
+        try:
+            inner = D.decode_apdu(plain)
+        except D.DLMSError:
+            return D.encode_apdu(D.ExceptionResponse(D.StateError.SERVICE_UNKNOWN, D.ServiceError.OTHER_REASON))
+        resp = self._service(inner)
+        if resp is None:
+            return None
+        out = D.encode_apdu(resp)
+        if isinstance(resp, D.ExceptionResponse):
+            return out
+        return D.cipher_apdu(out, system_title=m.system_title, invocation_counter=m.next_server_ic(),
+                             ek=m.secrets.ek, ak=m.secrets.ak, general=c.tag == D.Tag.GENERAL_GLO_CIPHER)
+
+    # xDLMS services --------------------------------------------------------------------------
+    def _service(self, apdu: D.Apdu) -> D.Apdu | None:
+        if self.hls_pending and not (isinstance(apdu, D.ActionRequest)
+                                     and apdu.method.class_id == CLASS_ASSOCIATION_LN and apdu.method.index == 1):
+            return D.ExceptionResponse(D.StateError.SERVICE_NOT_ALLOWED, D.ServiceError.OPERATION_NOT_POSSIBLE)
+        if isinstance(apdu, D.GetRequest):
+            return self._get(apdu)
+        if isinstance(apdu, D.GetRequestNext):
+            return self._get_next(apdu)
+        if isinstance(apdu, D.SetRequest):
+            return self._set(apdu)
+        if isinstance(apdu, D.ActionRequest):
+            return self._action(apdu)
+        return D.ExceptionResponse(D.StateError.SERVICE_UNKNOWN, D.ServiceError.SERVICE_NOT_SUPPORTED)
+
+    def _get(self, req: D.GetRequest) -> D.Apdu:
+        self._blocks = []
+        ref = req.attribute
+        obj = self.meter.find(ref.class_id, ref.obis)
+        if obj is None:
+            return D.GetResponse(error=D.DataAccessResult.OBJECT_UNDEFINED, invoke=req.invoke)
+        try:
+            value = obj.get(ref.index, req.access)
+        except AccessError as exc:
+            return D.GetResponse(error=exc.result, invoke=req.invoke)
+        encoded = D.encode_data(value)
+        room = self.max_pdu - (40 if self.ciphering else 16)
+        if len(encoded) + 8 <= room:
+            return D.GetResponse(data=value, invoke=req.invoke)
+        self._blocks = [encoded[i : i + room] for i in range(0, len(encoded), room)]
+        self._block_invoke = req.invoke
+        return self._block(1)
+
+    def _block(self, number: int) -> D.Apdu:
+        assert self._block_invoke is not None
+        last = number == len(self._blocks)
+        chunk = self._blocks[number - 1]
+        if last:
+            self._blocks = []
+        return D.GetResponseBlock(last, number, chunk, invoke=self._block_invoke)
+
+    def _get_next(self, req: D.GetRequestNext) -> D.Apdu:
+        if not self._blocks:
+            return D.GetResponseBlock(True, req.block_number, error=D.DataAccessResult.NO_LONG_GET_IN_PROGRESS,
+                                      invoke=req.invoke)
+        if not 1 <= req.block_number < len(self._blocks):
+            self._blocks = []
+            return D.GetResponseBlock(True, req.block_number, error=D.DataAccessResult.DATA_BLOCK_NUMBER_INVALID,
+                                      invoke=req.invoke)
+        return self._block(req.block_number + 1)
+
+    def _set(self, req: D.SetRequest) -> D.Apdu:
+        assert self.policy is not None
+        ref = req.attribute
+        obj = self.meter.find(ref.class_id, ref.obis)
+        if obj is None:
+            return D.SetResponse(D.DataAccessResult.OBJECT_UNDEFINED, req.invoke)
+        if not self.policy.write:
+            return D.SetResponse(D.DataAccessResult.READ_WRITE_DENIED, req.invoke)
+        try:
+            obj.set(ref.index, req.value)
+        except AccessError as exc:
+            return D.SetResponse(exc.result, req.invoke)
+        return D.SetResponse(D.DataAccessResult.SUCCESS, req.invoke)
+
+    def _action(self, req: D.ActionRequest) -> D.Apdu:
+        assert self.policy is not None
+        ref = req.method
+        obj = self.meter.find(ref.class_id, ref.obis)
+        if obj is None:
+            return D.ActionResponse(D.ActionResult.OBJECT_UNDEFINED, invoke=req.invoke)
+        if not self.policy.write and not isinstance(obj, AssociationLN):
+            return D.ActionResponse(D.ActionResult.READ_WRITE_DENIED, invoke=req.invoke)
+        try:
+            out = obj.action(ref.index, req.parameter, self)
+        except AccessError as exc:
+            return D.ActionResponse(D.ActionResult(int(exc.result)) if int(exc.result) in
+                                    D.ActionResult._value2member_map_ else D.ActionResult.OTHER_REASON,
+                                    invoke=req.invoke)
+        return D.ActionResponse(D.ActionResult.SUCCESS, out, invoke=req.invoke)
+
+
+def _negotiate(proposed: Any) -> Any:
+    """The conformance the meter grants: what the client proposed, limited to what it implements."""
+    from dlms_cosem.protocol.xdlms.conformance import Conformance
+
+    supported = {"get", "set", "action", "selective_access", "block_transfer_with_get_or_read",
+                 "priority_management_supported"}
+    kwargs = {name: bool(getattr(proposed, name, False)) and name in supported
+              for name in attr_names(Conformance)}
+    return Conformance(**kwargs)
+
+
+def attr_names(cls: type) -> list[str]:
+    import attr
+
+    return [a.name for a in attr.fields(cls)]
