@@ -16,6 +16,7 @@ import typer
 # protocol name -> module path holding decode_to_json()
 DECODERS: dict[str, str] = {
     "iec62056-21": "osos.protocols.iec62056_21",
+    "s3-tariff": "osos.tariff.binary",
 }
 
 
