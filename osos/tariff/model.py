@@ -261,6 +261,12 @@ def _resolve_units(
                     f"{where}: cannot resolve {key}: give unit fares with unit_distance/unit_time_s, "
                     "or monetary_step with km_fare/hourly_fare"
                 )
+    # A unit fare derived from a km/hourly fare is kept to 1/10 kurus (S3 3.1: "at least 1/10 kurus"),
+    # rounded half-up; a stated unit fare must already be exact.
+    if udf is not None and "unit_distance_fare" not in table and step is None:
+        udf = _quant(udf, "0.001")
+    if utf is not None and "unit_time_fare" not in table and step is None:
+        utf = _quant(utf, "0.001")
     for key, val in (("unit_distance_fare", udf), ("unit_time_fare", utf)):
         if val is not None:
             _money(val, f"{where}.{key}")
@@ -500,7 +506,7 @@ def _overlay_side(
         return (fare if fare is not None else base_fare), unit
     if fare is None and rate is not None:
         if base_step is None:  # unit-based tariff: keep the unit, new unit fare
-            return _money(rate * base_unit / per, "tier unit fare"), base_unit
+            return _quant(rate * base_unit / per, "0.001"), base_unit
         fare = base_step  # step-based tariff: keep the step, new unit
     if fare is None:
         return base_fare, base_unit
