@@ -197,6 +197,8 @@ def _decode_value(
     if coding in (0x0, 0x8):
         return None, "none"
     if coding == 0xD:
+        if lvar_kind == "text" and vib.info.quantity == "Manufacturer specific":
+            return raw[::-1].hex().upper(), "binary"  # proprietary bytes, not text
         if lvar_kind == "text":
             return raw[::-1].decode("latin-1"), "text"
         if lvar_kind in ("bcd+", "bcd-"):
