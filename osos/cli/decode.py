@@ -17,6 +17,8 @@ import typer
 DECODERS: dict[str, str] = {
     "iec62056-21": "osos.protocols.iec62056_21",
     "s3-tariff": "osos.tariff.binary",
+    "mbus": "osos.protocols.mbus",
+    "wmbus": "osos.protocols.wmbus",
 }
 
 
