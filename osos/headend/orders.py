@@ -29,26 +29,36 @@ def create_order(
     conn: Connection,
     kind: str,
     *,
-    meter_id: int,
+    meter_id: int | None = None,
+    modem_id: int | None = None,
     created_by: str | None = None,
     priority: int = 5,
     request: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> int:
-    """Queue one order for a meter; refuses a duplicate of an order still open for the same work (HES-12)."""
+    """Queue one order for a meter, or for every meter behind a modem (``modem_id`` without ``meter_id``).
+    Asking again for work that is still open returns the open order instead of a duplicate (HES-12)."""
     if kind not in ORDER_KINDS:
         raise OrderError(f"unknown order kind {kind!r}; known: {', '.join(ORDER_KINDS)}")
     if not 0 <= priority <= 9:
         raise OrderError("priority must be 0 (highest) .. 9")
-    meter = conn.execute(select(meters.c.id, meters.c.modem_id).where(meters.c.id == meter_id)).first()
-    if meter is None:
-        raise OrderError(f"meter {meter_id} does not exist")
-    if meter.modem_id is None:
-        raise OrderError(f"meter {meter_id} has no modem to reach it through")
+    if meter_id is not None:
+        meter = conn.execute(select(meters.c.id, meters.c.modem_id).where(meters.c.id == meter_id)).first()
+        if meter is None:
+            raise OrderError(f"meter {meter_id} does not exist")
+        if meter.modem_id is None:
+            raise OrderError(f"meter {meter_id} has no modem to reach it through")
+        modem_id = meter.modem_id
+    elif modem_id is not None:
+        if conn.execute(select(modems.c.id).where(modems.c.id == modem_id)).first() is None:
+            raise OrderError(f"modem {modem_id} does not exist")
+    else:
+        raise OrderError("an order needs a meter or a modem")
     open_same = conn.execute(
         select(orders.c.id).where(
             and_(
-                orders.c.meter_id == meter_id,
+                orders.c.meter_id == meter_id if meter_id is not None else orders.c.meter_id.is_(None),
+                orders.c.modem_id == modem_id,
                 orders.c.kind == kind,
                 orders.c.status.in_(("pending", "running")),
             )
@@ -63,7 +73,7 @@ def create_order(
             status="pending",
             priority=priority,
             meter_id=meter_id,
-            modem_id=meter.modem_id,
+            modem_id=modem_id,
             reference_id=f"osos-{uuid.uuid4()}",
             request=request or {},
             attempts=0,
@@ -101,7 +111,7 @@ def claim_next(conn: Connection, *, timeout_s: float, now: datetime | None = Non
             meters.c.protocol.label("meter_protocol"),
         )
         .join(modems, modems.c.id == orders.c.modem_id)
-        .join(meters, meters.c.id == orders.c.meter_id)
+        .outerjoin(meters, meters.c.id == orders.c.meter_id)
         .where(orders.c.status == "pending")
         .order_by(orders.c.priority, orders.c.id)
         .limit(1)

@@ -243,11 +243,13 @@ class HeadEnd:
         if order is None:
             return False
         device = mass.Device(order["modem_flag"], order["modem_serial"])
+        asked = order.get("request") or {}
         request: dict[str, Any] = {
-            "directive": (order.get("request") or {}).get("directive") or "readout",
-            "meter": {"flag": order["meter_flag"], "serialNumber": order["meter_serial"]},
-            "packetClass": (order.get("request") or {}).get("packetClass") or "shortRead",
+            "directive": asked.get("directive") or "readout",
+            "packetClass": asked.get("packetClass") or "shortRead",
         }
+        if order["meter_serial"]:  # without a meter, the modem reads every meter behind it
+            request["meter"] = {"flag": order["meter_flag"], "serialNumber": order["meter_serial"]}
         message = mass.make("read", device, reference_id=order["reference_id"], request=request)
         topic = self.topics.legacy_downlink if order["topic_style"] == "legacy" else self.topics.downlink(device)
         self.publish(topic, message)
