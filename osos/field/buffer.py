@@ -1,0 +1,90 @@
+"""The gateway's durable outbox: every uplink message is stored before it is published (HES-34, HES-59).
+
+A message leaves the sqlite file only when the broker acknowledged it (QoS 1 PUBACK). While the broker is
+unreachable messages pile up and are sent again in their original order, with their original referenceId,
+once it is back; the head-end deduplicates by referenceId, so a resend after a lost PUBACK is harmless.
+The queue is bounded: past ``max_messages`` the oldest are dropped, with a log line saying how many.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGES = 100_000
+
+
+@dataclass(frozen=True)
+class Queued:
+    seq: int
+    topic: str
+    payload: bytes
+    function: str
+    reference_id: str
+
+
+class Outbox:
+    """A FIFO of uplink messages in one sqlite file; safe to use from several threads."""
+
+    def __init__(self, path: Path | str, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_messages = max_messages
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox ("
+            " seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+            " function TEXT NOT NULL, reference_id TEXT NOT NULL, created REAL NOT NULL)"
+        )
+
+    def put(self, topic: str, payload: bytes, function: str, reference_id: str) -> int:
+        """Store one message; returns its sequence number (the send order)."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO outbox (topic, payload, function, reference_id, created) VALUES (?, ?, ?, ?, ?)",
+                (topic, payload, function, reference_id, time.time()),
+            )
+            seq = int(cur.lastrowid or 0)
+            count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            excess = count - self.max_messages
+            if excess > 0:
+                self._db.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (excess,)
+                )
+                self.dropped += excess
+                log.warning("outbox full (%d messages): dropped the %d oldest", self.max_messages, excess)
+            return seq
+
+    def pending(self, after: int = 0, limit: int = 100) -> list[Queued]:
+        """Messages with seq > ``after``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, topic, payload, function, reference_id FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [Queued(int(r[0]), r[1], bytes(r[2]), r[3], r[4]) for r in rows]
+
+    def ack(self, seq: int) -> None:
+        """The broker has the message: forget it."""
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

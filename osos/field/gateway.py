@@ -1,0 +1,589 @@
+"""The gateway/modem agent: MASS over MQTT on one side, meters on serial/TCP links on the other (AMR-8).
+
+It joins with its identification (HES-22, HES-26, HES-48), sends heartbeats, answers server requests
+(ack first, then the answer, same referenceId; HES-34 pull), runs directives on its meters (HES-41,
+HES-44..46; several meters of any brand behind one gateway, HES-38), pushes periodic reads and alarms on
+the emergency topic (HES-24, AMR-6), and keeps every uplink message in a durable outbox until the broker
+acknowledged it. The directive interpreter and the outbox know nothing of MQTT; this module is the glue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from osos.field.buffer import DEFAULT_MAX_MESSAGES, Outbox
+from osos.field.directives import DirectiveError, Interpreter, standard_directives, validate
+from osos.field.links import Link, LinkError, LinkSpec
+from osos.field.readings import read_response
+from osos.protocols import mass
+
+log = logging.getLogger(__name__)
+
+# failCode values of negative acks (directive run failures use 1..6, see osos.field.directives)
+FAIL_UNKNOWN_DIRECTIVE = 10
+FAIL_BAD_DIRECTIVE = 11
+FAIL_UNKNOWN_METER = 12
+FAIL_UNSUPPORTED = 13
+FAIL_BAD_REQUEST = 14
+
+#: FF bits that raise an alarm when they appear (bit -> (type, level, description)); AMR-6, HES-28
+ALARM_BITS: dict[int, tuple[str, str, str]] = {
+    5: ("terminalCoverOpen", "warning", "terminal cover opened"),
+    6: ("topCoverOpen", "critical", "top cover opened"),
+    20: ("powerLoss", "critical", "phase L1 outage"),
+    21: ("powerLoss", "critical", "phase L2 outage"),
+    22: ("powerLoss", "critical", "phase L3 outage"),
+    23: ("powerLoss", "critical", "three-phase outage"),
+}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class MeterConfig:
+    """A meter behind the gateway: its link, bus address and identity (empty identity = discover it)."""
+
+    link: str
+    flag: str = ""
+    serial: str = ""
+    brand: str = ""
+    model: str = ""
+    kind: str = "single-phase"
+    password: str = "00000000"
+    max_baud: int = 19200
+    date_format: str = "%y-%m-%d"
+    time_format: str = "%H:%M:%S"
+
+    @property
+    def spec(self) -> LinkSpec:
+        return LinkSpec.parse(self.link)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return {"flag": self.flag, "serialNumber": self.serial}
+
+    def params(self) -> dict[str, str]:
+        return {"address": self.spec.address, "password": self.password, "max_baud": str(self.max_baud)}
+
+
+@dataclass
+class GatewayConfig:
+    flag: str
+    serial: str
+    data_dir: Path
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    topic_root: str = "mass"
+    mqtt_protocol: str = "v5"  # or "v311"
+    heartbeat_interval_s: float = 60.0
+    read_interval_s: float | None = None  # periodic push reads; None = pull only
+    push_directive: str = "short-read"
+    max_buffer: int = DEFAULT_MAX_MESSAGES
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 5.0
+    brand: str = "OSOS"
+    model: str = "OSOS-GW1"
+    firmware: str = "0.1.0"
+    manufacture_date: str = "2026-01-01"
+    imei: str = "000000000000000"
+    device_type: str = "MM"
+    communication_type: str = "4G"
+    utc_offset_min: int = 180
+    signal: int = -67
+    publish_window: int = 50
+
+
+@dataclass
+class _Job:
+    kind: str  # "request", "push", "identify"
+    message: mass.Message | None = None
+    meters: list[MeterConfig] = field(default_factory=list)
+
+
+class Gateway:
+    """One gateway agent. ``start()`` returns at once; everything runs on background threads."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        meters: list[MeterConfig],
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        interpreter: Interpreter | None = None,
+    ) -> None:
+        self.config = config
+        self.meters = meters
+        self.clock = clock
+        self.device = mass.Device(config.flag, config.serial)
+        self.topics = mass.Topics(config.topic_root)
+        self.interpreter = interpreter or Interpreter()
+        self.data_dir = Path(config.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(self.data_dir / "outbox.sqlite3", config.max_buffer)
+        self.custom_directives: dict[str, dict[str, Any]] = self._load_custom()
+        self.ff_seen: dict[str, int] = {}
+        self.started_at = time.monotonic()
+        self.connected = threading.Event()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._links: dict[str, Link] = {}
+        self._client: Any = None
+        self._generation = 0  # bumped on every disconnect so in-flight bookkeeping restarts
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Gateway:
+        import paho.mqtt.client as mqtt
+
+        protocol = mqtt.MQTTv5 if self.config.mqtt_protocol == "v5" else mqtt.MQTTv311
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"osos-gw-{self.config.flag}-{self.config.serial}",
+            protocol=protocol,
+        )
+        client.reconnect_delay_set(self.config.reconnect_min_s, self.config.reconnect_max_s)
+        client.max_inflight_messages_set(self.config.publish_window)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        for target, name in ((self._publisher, "pub"), (self._worker, "work"), (self._scheduler, "sched")):
+            thread = threading.Thread(target=target, name=f"gw-{self.config.serial}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        client.connect_async(self.config.broker_host, self.config.broker_port, keepalive=30)
+        client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._jobs.put(None)
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+        self.outbox.close()
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ MQTT callbacks (paho's thread)
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if getattr(reason_code, "is_failure", False):
+            log.warning("gateway %s: connect refused: %s", self.device.key, reason_code)
+            return
+        client.subscribe(self.topics.downlink(self.device), qos=1)
+        self.connected.set()
+        self._wake.set()
+        self._jobs.put(_Job("identify"))
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self.connected.clear()
+        self._generation += 1
+        self._wake.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        try:
+            message = mass.decode(msg.payload)
+        except mass.MassError as exc:
+            log.warning("gateway %s: dropped bad downlink: %s", self.device.key, exc)
+            return
+        if message.device != self.device:
+            return
+        self._accept(message)
+
+    def _accept(self, message: mass.Message) -> None:
+        """Ack (or refuse) a request at once, before any slow meter work, then queue the work."""
+        ref = message.reference_id
+        body = message.body if isinstance(message.body, dict) else {}
+        refusal = self._check_request(message.function, body)
+        if refusal is not None:
+            self._nack(ref, *refusal)
+            return
+        self.emit("ack", reference_id=ref)
+        self._jobs.put(_Job("request", message))
+
+    def _check_request(self, fn: str, body: dict[str, Any]) -> tuple[int, str] | None:
+        """(failCode, reason) when the request cannot be carried out, None when it can."""
+        if fn in ("identification", "heartbeat"):
+            return None
+        if fn == "read":
+            try:
+                self._directive(body.get("directive", "readout"))
+            except DirectiveError as exc:
+                code = exc.fail_code if exc.fail_code == FAIL_UNKNOWN_DIRECTIVE else FAIL_BAD_DIRECTIVE
+                return code, exc.reason
+            if self._targets(body.get("meter")) is None:
+                return FAIL_UNKNOWN_METER, f"no meter {body.get('meter')} behind this gateway"
+            return None
+        if fn == "directive":
+            op = body.get("operation")
+            if op == "add":
+                try:
+                    validate(body.get("directive"))
+                except DirectiveError as exc:
+                    return FAIL_BAD_DIRECTIVE, exc.reason
+                return None
+            if op == "remove":
+                name = body.get("name")
+                if name not in self.custom_directives:
+                    return FAIL_UNKNOWN_DIRECTIVE, f"no added directive {name!r} (standard ones stay)"
+                return None
+            if op == "list":
+                return None
+            return FAIL_BAD_REQUEST, "directive operation must be add, list or remove"
+        return FAIL_UNSUPPORTED, f"function {fn!r} is not supported by this gateway"
+
+    def _targets(self, wanted: Any) -> list[MeterConfig] | None:
+        if not isinstance(wanted, dict):
+            return list(self.meters)
+        found = [m for m in self.meters if m.serial == wanted.get("serialNumber")
+                 and (not wanted.get("flag") or m.flag == wanted.get("flag"))]
+        return found or None
+
+    # ------------------------------------------------------------------ uplink
+    def emit(
+        self,
+        function: str,
+        response: Any = None,
+        *,
+        reference_id: str | None = None,
+        status: str | None = None,
+        emergency: bool = False,
+    ) -> str:
+        """Queue one uplink message durably and return its referenceId."""
+        message = mass.make(function, self.device, reference_id=reference_id, response=response, status=status)
+        topic = self.topics.emergency(self.device) if emergency else self.topics.uplink(self.device)
+        self.outbox.put(topic, mass.encode(message), function, message["referenceId"])
+        self._wake.set()
+        return str(message["referenceId"])
+
+    def _publisher(self) -> None:
+        """Send the outbox in order; drop a message from it only once its PUBACK arrived."""
+        inflight: list[tuple[int, Any]] = []
+        last_sent = 0
+        generation = self._generation
+        while not self._stop.is_set():
+            self._wake.wait(0.05)
+            self._wake.clear()
+            if generation != self._generation or not self.connected.is_set():
+                inflight, last_sent, generation = [], 0, self._generation
+                continue
+            still = []
+            for seq, info in inflight:
+                if info.is_published():
+                    self.outbox.ack(seq)
+                else:
+                    still.append((seq, info))
+            inflight = still
+            room = self.config.publish_window - len(inflight)
+            if room <= 0:
+                continue
+            for item in self.outbox.pending(after=last_sent, limit=room):
+                info = self._client.publish(item.topic, item.payload, qos=1, properties=self._properties(item))
+                inflight.append((item.seq, info))
+                last_sent = item.seq
+            if inflight:
+                self._wake.set()
+
+    def _properties(self, item: Any) -> Any:
+        if self.config.mqtt_protocol != "v5":
+            return None
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.PUBLISH)
+        message = json.loads(item.payload)
+        props.UserProperty = mass.user_properties(message)
+        return props
+
+    # ------------------------------------------------------------------ work
+    def _scheduler(self) -> None:
+        next_beat = time.monotonic() + self.config.heartbeat_interval_s
+        interval = self.config.read_interval_s
+        next_read = time.monotonic() + interval if interval else None
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.config.heartbeat_interval_s
+                self.emit("heartbeat", self._heartbeat())
+            if next_read is not None and interval and now >= next_read:
+                next_read = now + interval
+                self._jobs.put(_Job("push", meters=list(self.meters)))
+
+    def trigger_push(self, meters: list[MeterConfig] | None = None) -> None:
+        """Read now and push (used by the fleet right after it injected an event)."""
+        self._jobs.put(_Job("push", meters=list(meters or self.meters)))
+
+    def _worker(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self._stop.is_set():
+                return
+            try:
+                if job.kind == "identify":
+                    self.emit("identification", self.identification())
+                elif job.kind == "push":
+                    directive = self._directive(self.config.push_directive)
+                    for meter in job.meters:
+                        self._read_one(meter, directive, None, push=True, packet_class=None, extra={})
+                elif job.message is not None:
+                    self._handle(job.message)
+            except Exception:  # a bug in one job must not kill the agent
+                log.exception("gateway %s: job %s failed", self.device.key, job.kind)
+
+    def _handle(self, message: mass.Message) -> None:
+        """The answer to an accepted (already acked) request."""
+        ref = message.reference_id
+        body = message.body if isinstance(message.body, dict) else {}
+        fn = message.function
+        if fn == "identification":
+            self.emit("identification", self.identification(), reference_id=ref)
+        elif fn == "heartbeat":
+            self.emit("heartbeat", self._heartbeat(), reference_id=ref)
+        elif fn == "read":
+            self._handle_read(ref, body)
+        elif fn == "directive":
+            self._handle_directive(ref, body)
+
+    def _nack(self, ref: str, code: int, reason: str) -> None:
+        self.emit("ack", {"failCode": code, "failDescrition": reason}, reference_id=ref, status="fail")
+
+    # ------------------------------------------------------------------ read
+    def _directive(self, ref: Any) -> dict[str, Any]:
+        if isinstance(ref, dict):
+            return validate(ref)
+        name = str(ref)
+        found = self.custom_directives.get(name) or standard_directives().get(name)
+        if found is None:
+            raise DirectiveError(f"unknown directive {name!r}", fail_code=FAIL_UNKNOWN_DIRECTIVE)
+        return found
+
+    def _handle_read(self, ref: str, body: dict[str, Any]) -> None:
+        try:
+            directive = self._directive(body.get("directive", "readout"))
+        except DirectiveError:
+            return  # refused in _accept already; a directive removed in between leaves nothing to do
+        extra = body.get("params") if isinstance(body.get("params"), dict) else {}
+        for meter in self._targets(body.get("meter")) or []:
+            self._read_one(meter, directive, ref, push=False, packet_class=body.get("packetClass"), extra=extra)
+
+    def _read_one(
+        self,
+        meter: MeterConfig,
+        directive: dict[str, Any],
+        ref: str | None,
+        *,
+        push: bool,
+        packet_class: str | None,
+        extra: dict[str, Any],
+    ) -> None:
+        params = meter.params()
+        local = self.clock().astimezone(timezone(timedelta(minutes=self.config.utc_offset_min)))
+        params.update({"time": local.strftime(meter.time_format), "date": local.strftime(meter.date_format)})
+        params.update({k: str(v) for k, v in extra.items()})
+        try:
+            link = self._link(meter)
+            result = self.interpreter.run(directive, link, params)
+        except DirectiveError as exc:
+            self._drop_link(meter)
+            self.emit(
+                "read",
+                {"meter": meter.identity, "failCode": exc.fail_code, "failDescrition": exc.reason,
+                 "step": exc.step, "directive": directive["name"]},
+                reference_id=ref,
+                status="fail",
+            )
+            return
+        except LinkError as exc:
+            self._drop_link(meter)
+            self.emit(
+                "read",
+                {"meter": meter.identity, "failCode": 1, "failDescrition": str(exc), "step": -1,
+                 "directive": directive["name"]},
+                reference_id=ref,
+                status="fail",
+            )
+            return
+        response = read_response(meter=meter.identity, directive=directive, result=result,
+                                 read_date=self.clock(), packet_class=packet_class, push=push)
+        self.emit("read", response, reference_id=ref)
+        self._check_alarms(meter, response)
+
+    def _link(self, meter: MeterConfig) -> Link:
+        key = meter.spec.scheme + ":" + meter.spec.target
+        link = self._links.get(key)
+        if link is None:
+            link = meter.spec.open()
+            self._links[key] = link
+        return link
+
+    def _drop_link(self, meter: MeterConfig) -> None:
+        key = meter.spec.scheme + ":" + meter.spec.target
+        link = self._links.pop(key, None)
+        if link is not None:
+            link.close()
+
+    def _check_alarms(self, meter: MeterConfig, response: dict[str, Any]) -> None:
+        """Alarm push on the emergency topic for FF status bits that newly appeared (AMR-6, HES-24)."""
+        ff = response.get("values", {}).get("F.F.0")
+        if not ff:
+            return
+        try:
+            bits = int(ff["value"], 16)
+        except ValueError:
+            return
+        key = f"{meter.flag}{meter.serial}"
+        new = bits & ~self.ff_seen.get(key, 0)
+        self.ff_seen[key] = bits
+        alarms = []
+        for bit, (kind, level, description) in ALARM_BITS.items():
+            if new & (1 << bit):
+                alarms.append({
+                    "type": kind, "level": level, "incidentCode": bit, "description": description,
+                    "date": self.clock().strftime("%Y-%m-%d %H:%M:%S"), "meter": meter.identity,
+                })
+        if alarms:
+            self.emit("alarm", alarms, status="success", emergency=True)
+
+    # ------------------------------------------------------------------ directive library (MASS "directive")
+    def _custom_path(self) -> Path:
+        return self.data_dir / "directives.json"
+
+    def _load_custom(self) -> dict[str, dict[str, Any]]:
+        path = self._custom_path()
+        if not path.exists():
+            return {}
+        try:
+            docs = json.loads(path.read_text("utf-8"))
+            return {d["name"]: validate(d) for d in docs}
+        except (ValueError, KeyError, TypeError, DirectiveError) as exc:
+            log.warning("gateway: ignoring unreadable %s: %s", path, exc)
+            return {}
+
+    def _save_custom(self) -> None:
+        tmp = self._custom_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(list(self.custom_directives.values()), indent=1), "utf-8")
+        tmp.replace(self._custom_path())
+
+    def _handle_directive(self, ref: str, body: dict[str, Any]) -> None:
+        op = body.get("operation")
+        if op == "list":
+            entries = [
+                {"name": name, "description": d.get("description", ""), "packetClass": d.get("packetClass"),
+                 "standard": name not in self.custom_directives}
+                for name, d in {**standard_directives(), **self.custom_directives}.items()
+            ]
+            self.emit("directive", {"operation": "list", "directives": entries}, reference_id=ref)
+        elif op == "add":
+            doc = validate(body.get("directive"))
+            self.custom_directives[doc["name"]] = doc
+            self._save_custom()
+            self.emit("directive", {"operation": "add", "name": doc["name"], "result": "ok"}, reference_id=ref)
+        elif op == "remove":
+            name = str(body.get("name"))
+            self.custom_directives.pop(name, None)
+            self._save_custom()
+            self.emit("directive", {"operation": "remove", "name": name, "result": "ok"}, reference_id=ref)
+
+    # ------------------------------------------------------------------ identity
+    def _local_now(self) -> datetime:
+        return self.clock().astimezone(timezone(timedelta(minutes=self.config.utc_offset_min)))
+
+    def _tz_text(self) -> str:
+        m = self.config.utc_offset_min
+        sign = "+" if m >= 0 else "-"
+        return f"{sign}{abs(m) // 60:02d}:{abs(m) % 60:02d}"
+
+    def _heartbeat(self) -> dict[str, Any]:
+        return {
+            "signal": self.config.signal,
+            "deviceDate": self._local_now().strftime("%Y-%m-%d %H:%M:%S"),
+            "cpuTemp": 45,
+            "uptime": int(time.monotonic() - self.started_at),
+        }
+
+    def identification(self) -> dict[str, Any]:
+        """HES-22 modem identity with the meters behind it (HES-26)."""
+        ports = sorted({m.spec.target for m in self.meters})
+        c = self.config
+        return {
+            "brand": c.brand,
+            "model": c.model,
+            "protocolVersion": "0.2",
+            "firmware": c.firmware,
+            "manufactureDate": c.manufacture_date,
+            "imei": c.imei,
+            "deviceType": c.device_type,
+            "communicationType": c.communication_type,
+            "ip": self._local_ip(),
+            "signal": c.signal,
+            "deviceDate": self._local_now().strftime("%Y-%m-%d %H:%M:%S"),
+            "timezone": self._tz_text(),
+            "serialPorts": [{"id": i + 1, "name": p, "type": "tcp" if ":" in p else "optical"}
+                            for i, p in enumerate(ports)],
+            "ioInterfaces": [],
+            "mqttPrefix": c.topic_root,
+            "meters": [
+                {
+                    "protocol": "iec62056-21",
+                    "flag": m.flag,
+                    "serialNumber": m.serial,
+                    "brand": m.brand,
+                    "model": m.model,
+                    "kind": m.kind,
+                    "serialPort": m.spec.target,
+                    "address": m.spec.address,
+                    "initBaud": 300,
+                    "frame": "7E1",
+                }
+                for m in self.meters
+            ],
+        }
+
+    def _local_ip(self) -> str:
+        try:
+            sock = self._client.socket() if self._client is not None else None
+            return str(sock.getsockname()[0]) if sock is not None else ""
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------------ discovery
+    def discover(self) -> None:
+        """Fill in flag/serial/model of meters configured by link only: one readout each (AMR-7)."""
+        directive = standard_directives()["readout"]
+        for meter in self.meters:
+            if meter.flag and meter.serial:
+                continue
+            try:
+                result = self.interpreter.run(directive, self._link(meter), meter.params())
+            except (DirectiveError, LinkError) as exc:
+                log.warning("gateway: cannot identify meter on %s: %s", meter.link, exc)
+                self._drop_link(meter)
+                continue
+            body = read_response(meter={}, directive=directive, result=result, read_date=self.clock())
+            values = body.get("values", {})
+            meter.flag = meter.flag or result.params.get("flag", "")
+            meter.model = meter.model or result.params.get("ident", "")
+            serial = values.get("0.0.0") or values.get("C.1.0") or values.get("96.1.0")
+            meter.serial = meter.serial or (serial["value"] if serial else "")
