@@ -487,8 +487,7 @@ class Taximeter:
             self._charge(reg, sub_dt, sub_dd)
             dt -= sub_dt
             dd -= sub_dd
-            if cut_d is not None or cut_t is not None or self._tiers["amount"]:
-                self._apply_tiers()
+            self._apply_tiers()
 
     def _charge(self, reg: _Regime, dt: int, dd: int) -> None:
         self.hired_t += dt
