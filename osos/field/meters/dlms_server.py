@@ -70,7 +70,8 @@ class WrapperServer:
     def __init__(self, meter: SimulatedDlmsMeter, host: str = "127.0.0.1", port: int = 0) -> None:
         self._srv = _WrapperTCPServer((host, port), meter)
         self.host, self.port = self._srv.server_address[:2]
-        self._thread = threading.Thread(target=self._srv.serve_forever, name="dlms-wrapper", daemon=True)
+        self._thread = threading.Thread(target=self._srv.serve_forever, args=(0.05,), name="dlms-wrapper",
+                                        daemon=True)
 
     def start(self) -> WrapperServer:
         self._thread.start()
