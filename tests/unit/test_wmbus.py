@@ -144,3 +144,20 @@ def test_decode_to_json_hex_text() -> None:
         "value": "28504.27", "unit": "m^3", "function": "instantaneous", "storage": 0, "tariff": 0,
         "subunit": 0, "vif": "14", "description": "Volume", "type": "bcd",
     }
+
+
+def test_cli_decode_wmbus_with_key(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from osos.cli.main import app
+
+    path = tmp_path / "oms.hex"
+    path.write_text(OMS.hex())
+    runner = CliRunner()
+    ok = runner.invoke(app, ["decode", "--protocol", "wmbus", "--key", KEY.hex(), str(path)])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["records"][0]["value"] == "28504.27"
+    wrong = runner.invoke(app, ["decode", "--protocol", "wmbus", "--key", "00" * 16, str(path)])
+    assert wrong.exit_code == 2 and "wrong key" in wrong.output
