@@ -20,10 +20,12 @@ def _root() -> None:
 
 # Each module below owns its commands and registers them on `app`.
 # Keep the imports light: heavy libraries are imported inside the command functions.
+from osos.cli import bill as _bill  # noqa: E402
 from osos.cli import decode as _decode  # noqa: E402
 from osos.cli import fare as _fare  # noqa: E402
 from osos.cli import server as _server  # noqa: E402
 
+_bill.register(app)
 _decode.register(app)
 _fare.register(app)
 _server.register(app)
