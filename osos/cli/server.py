@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 import signal
 import threading
 from pathlib import Path
@@ -49,14 +48,15 @@ def ensure_first_admin(engine: Any) -> tuple[str, str] | None:
     """The demo's first login: a generated password shown once, never a default one (HES-56)."""
     from sqlalchemy import func, select
 
-    from osos.auth import create_user
+    from osos.auth import create_user, generate_password
+    from osos.store.db import utcnow
     from osos.store.schema import users
 
     with engine.begin() as conn:
         if conn.execute(select(func.count()).select_from(users)).scalar_one() > 0:
             return None
-        password = secrets.token_urlsafe(12)
-        create_user(conn, "admin", password, role="admin")
+        password = generate_password()
+        create_user(conn, "admin", password, role="admin", now=utcnow())
     return "admin", password
 
 

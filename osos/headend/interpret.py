@@ -102,15 +102,37 @@ def _registers_from_lines(lines: list[iec.DataLine]) -> list[Register]:
     return regs
 
 
+def split_frames(data: bytes) -> list[bytes]:
+    """Cut a capture into its ``STX ... ETX|EOT BCC`` frames (a readout block, or the answers of a
+    programming-mode session one after the other). Anything between frames is an error."""
+    frames: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        if data[pos : pos + 1] != iec.STX:
+            raise iec.IECError("expected STX at the start of a frame", pos)
+        end = next((i for i in range(pos + 1, len(data)) if data[i] in (0x03, 0x04)), -1)
+        if end < 0:
+            raise iec.IECError("frame has no ETX", len(data))
+        if end + 1 >= len(data):
+            raise iec.IECError("BCC missing after ETX", end + 1)
+        frames.append(data[pos : end + 2])
+        pos = end + 2
+    return frames
+
+
 def parse_readout(raw_data: str) -> tuple[list[Register], bool | None]:
-    """Parse the data part of a readout: a whole ``STX ... ETX BCC`` block (BCC verified) or bare data lines
-    as MASS devices send them. Returns the registers and whether a BCC was checked (None: there was none)."""
-    text = raw_data
-    if iec.STX.decode("latin-1") in text:
-        block = iec.parse_data_block(text.encode("latin-1"), verify_bcc=True)
-        return _registers_from_lines(list(block.lines)), True
-    lines = iec.parse_data_lines(text)
-    return _registers_from_lines(lines), None
+    """Parse the data part of a read: a readout ``STX ... ! ETX BCC`` block, a series of programming-mode data
+    messages (each BCC verified), or bare data lines as MASS devices send them. Returns the registers and
+    whether BCCs were checked (None: there were none)."""
+    if not raw_data.startswith(iec.STX.decode("latin-1")):
+        return _registers_from_lines(iec.parse_data_lines(raw_data)), None
+    frames = split_frames(raw_data.encode("latin-1"))
+    if len(frames) == 1 and frames[0][-5:-2] == b"!\r\n":  # a readout block ends with the "!" line
+        return _registers_from_lines(list(iec.parse_data_block(frames[0]).lines)), True
+    lines: list[iec.DataLine] = []
+    for frame in frames:
+        lines.extend(iec.parse_data_message(frame).lines)
+    return _registers_from_lines(lines), True
 
 
 def _meter_from_read(message: mass.Message, received_at: datetime) -> MeterReading:
