@@ -9,9 +9,10 @@ addressing. Records go through the shared decoder in ``mbus_records`` (covers HE
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from osos.protocols.mbus_records import MBusError, Record, decode_records, record_to_json
-from osos.protocols.mbus_tables import device_type, manufacturer_code
+from osos.protocols.mbus_records import MBusError, Record, bcd_value, decode_records, record_to_json
+from osos.protocols.mbus_tables import VifInfo, device_type, manufacturer_code, tables
 
 __all__ = ["MBusError", "MBusApplicationError", "MBusFrame", "MBusHeader", "MBusTelegram",
            "parse_frame", "decode", "decode_to_json", "read_input"]
@@ -74,10 +75,11 @@ class MBusHeader:
     access_number: int | None = None
     status: int | None = None
     signature: int | None = None
+    medium_text: str | None = None  # fixed-structure frames name their 4-bit medium differently
 
     @property
     def medium_name(self) -> str:
-        return device_type(self.medium)[0]
+        return self.medium_text if self.medium_text is not None else device_type(self.medium)[0]
 
     @property
     def secondary_address(self) -> str:
@@ -204,11 +206,49 @@ def decode(data: bytes) -> MBusTelegram:
                             manufacturer=manufacturer_code(int.from_bytes(payload[4:6], "little")),
                             version=payload[6], medium=payload[7])
         return MBusTelegram(frame, header)
-    if ci in (0x73, 0x77):
-        raise MBusError("fixed data structure (CI 73h/77h) is not supported", 6)
+    if ci == 0x73:
+        header, records = _fixed_structure(payload, base)
+        return MBusTelegram(frame, header, records)
+    if ci == 0x77:
+        raise MBusError("fixed data structure with most-significant-byte-first order (CI 77h) "
+                        "is not supported", 6)
     if ci == 0x76:
         raise MBusError("variable data with most-significant-byte-first order (CI 76h) is not supported", 6)
     raise MBusError(f"unsupported CI field 0x{ci:02X}", 6)
+
+
+def _fixed_structure(payload: bytes, base: int) -> tuple[MBusHeader, list[Record]]:
+    """The 16-byte fixed data structure of older meters (EN 1434-3): id, access number, status,
+    two 6-bit unit codes (their top bits form the medium) and two 32-bit counters."""
+    if len(payload) != 16:
+        raise MBusError(f"fixed data structure needs 16 bytes, got {len(payload)}", base)
+    status, type1, type2 = payload[5], payload[6], payload[7]
+    medium = ((type1 & 0xC0) >> 6) | ((type2 & 0xC0) >> 4)
+    t = tables()
+    header = MBusHeader(id=bcd_id(payload[0:4]), manufacturer="", version=0, medium=medium,
+                        access_number=payload[4], status=status, medium_text=t.fixed_media[medium])
+    binary = bool(status & 0x80)  # else BCD
+    stored = 1 if status & 0x40 else 0  # counters hold values stored at a fixed date
+    records = []
+    for k, (code, raw) in enumerate(((type1 & 0x3F, payload[8:12]), (type2 & 0x3F, payload[12:16]))):
+        storage = stored
+        if k == 1 and code == 0x3E:  # same unit as counter 1, historic value
+            code, storage = type1 & 0x3F, 1
+        info = t.fixed.get(code, VifInfo("Reserved", "Reserved", Decimal(1)))
+        number: int | None = int.from_bytes(raw, "little", signed=True) if binary else bcd_value(raw)
+        value: int | Decimal | str
+        if number is None:
+            value, data_type = raw[::-1].hex().upper(), "binary"
+        else:
+            scaled = number * info.factor
+            value = int(scaled) if scaled == scaled.to_integral_value() else scaled.normalize()
+            data_type = "int" if binary else "bcd"
+        records.append(Record(
+            index=k, function="instantaneous", storage=storage, tariff=0, subunit=0, dif=0, dife=(),
+            vif=None, vife=(), quantity=info.quantity, unit=info.unit, value=value, data_type=data_type,
+            raw=bytes(raw), position=base + 8 + 4 * k, notes=(f"fixed unit code 0x{code:02X}",),
+        ))
+    return header, records
 
 
 def read_input(data: bytes) -> bytes:

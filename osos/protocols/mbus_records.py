@@ -63,7 +63,7 @@ class Record:
         return "; ".join((self.quantity, *self.notes)) if self.notes else self.quantity
 
 
-def _bcd(raw: bytes) -> int | None:
+def bcd_value(raw: bytes) -> int | None:
     """Type A BCD, least significant byte first; Fh in the top nibble means negative.
     Returns None if any other digit is not decimal (meters use that for "no value")."""
     digits = raw[::-1].hex()
@@ -202,7 +202,7 @@ def _decode_value(
         if lvar_kind == "text":
             return raw[::-1].decode("latin-1"), "text"
         if lvar_kind in ("bcd+", "bcd-"):
-            bcd = _bcd(raw)
+            bcd = bcd_value(raw)
             if bcd is None:
                 return raw[::-1].hex().upper(), "binary"
             return _number(-bcd if lvar_kind == "bcd-" else bcd, vib), "bcd"
@@ -213,7 +213,7 @@ def _decode_value(
             return None, "real"
         return _number(Decimal(real), vib), "real"  # Decimal(float) is exact
     if coding in (0x9, 0xA, 0xB, 0xC, 0xE):
-        bcd = _bcd(raw)
+        bcd = bcd_value(raw)
         if bcd is None:
             return raw[::-1].hex().upper(), "binary"
         return _number(bcd, vib), "bcd"

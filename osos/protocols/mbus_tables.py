@@ -29,6 +29,8 @@ class Tables:
     fb: dict[int, VifInfo]
     combinable: dict[int, str]
     device_types: dict[int, tuple[str, str]]
+    fixed: dict[int, VifInfo]
+    fixed_media: dict[int, str]
 
 
 def _expand(entries: list[dict]) -> dict[int, VifInfo]:
@@ -62,6 +64,8 @@ def tables() -> Tables:
         fb=_expand(raw["fb"]),
         combinable={int(k, 16): v for k, v in raw["combinable"].items()},
         device_types={int(k, 16): (v[0], v[1]) for k, v in raw["device_types"].items()},
+        fixed=_expand(raw["fixed"]),
+        fixed_media={int(k, 16): v for k, v in raw["fixed_media"].items()},
     )
 
 

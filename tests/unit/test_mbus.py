@@ -124,6 +124,7 @@ def test_manufacturer_block_and_more_records() -> None:
     (long_frame(0x08, 1, 0x72, HEADER + bytes.fromhex("0D 13 CA")), "reserved LVAR"),
     (long_frame(0x08, 1, 0x72, HEADER + bytes.fromhex("3F 13")), "reserved special-function DIF"),
     (b"\x42", "unknown start byte"),
+    (long_frame(0x08, 1, 0x73, bytes(5)), "fixed data structure needs 16 bytes"),
 ])
 def test_malformed_frames(frame: bytes, reason: str) -> None:
     with pytest.raises(MBusError, match=reason) as info:
