@@ -23,12 +23,16 @@ def _root() -> None:
 from osos.cli import bill as _bill  # noqa: E402
 from osos.cli import decode as _decode  # noqa: E402
 from osos.cli import fare as _fare  # noqa: E402
+from osos.cli import field as _field  # noqa: E402
 from osos.cli import server as _server  # noqa: E402
+from osos.cli import users as _users  # noqa: E402
 
 _bill.register(app)
 _decode.register(app)
 _fare.register(app)
+_field.register(app)
 _server.register(app)
+_users.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,29 @@
+"""POST /api/v1/auth/token: credentials in, signed bearer token out (HES-14, HES-56, HES-59)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from osos.auth import authenticate, issue_token
+from osos.store.db import utcnow
+from osos.web.api.schemas import ErrorResponse, TokenRequest, TokenResponse
+from osos.web.security import log_security
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+BAD_CREDENTIALS = "invalid username or password"
+
+
+@router.post("/token", response_model=TokenResponse, responses={401: {"model": ErrorResponse}})
+def token(body: TokenRequest, request: Request) -> TokenResponse | JSONResponse:
+    """Exchange a username and password for a bearer token; failures are logged as security records."""
+    with request.app.state.engine.connect() as conn:
+        principal = authenticate(conn, body.username, body.password)
+    if principal is None:
+        log_security(request, "failed login", user=body.username)
+        return JSONResponse({"detail": BAD_CREDENTIALS}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    ttl = int(request.app.state.settings.token_ttl_s)
+    access_token, _ = issue_token(request.app.state.secret, principal.username, principal.role, ttl_s=ttl,
+                                  now=utcnow())
+    return TokenResponse(access_token=access_token, expires_in=ttl)

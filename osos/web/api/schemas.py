@@ -1,0 +1,119 @@
+"""Typed request and response bodies of the Web API (they also document /docs, HES-51, HES-61)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class TokenRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds until the token expires")
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class Modem(BaseModel):
+    id: int
+    flag: str
+    serial: str
+    brand: str | None
+    model: str | None
+    device_type: str | None
+    comm_type: str | None
+    firmware: str | None
+    last_seen_at: datetime | None
+    last_heartbeat_at: datetime | None
+    signal: int | None
+    meters: int = Field(description="number of meters behind this modem")
+    online: bool = Field(description="a heartbeat within 3 heartbeat periods or 5 minutes, whichever is longer")
+
+
+class ModemRef(BaseModel):
+    id: int
+    flag: str
+    serial: str
+
+
+class Meter(BaseModel):
+    id: int
+    flag: str
+    serial: str
+    modem: ModemRef | None
+    kind: str | None
+    brand: str | None
+    model: str | None
+    protocol: str | None
+    ident: str | None
+    installation_no: str | None
+    subscriber_name: str | None
+    first_seen_at: datetime | None
+    last_read_at: datetime | None
+
+
+class RegisterValue(BaseModel):
+    value: str = Field(description="the digits exactly as read, e.g. \"015214.234\" (AMR-2)")
+    unit: str | None
+    read_at: datetime
+    extra: Any = None
+    raw_id: int
+
+
+class ParsedValue(BaseModel):
+    obis: str
+    value: str
+    unit: str | None
+    extra: Any = None
+    read_at: datetime
+
+
+class RawMessage(BaseModel):
+    id: int
+    received_at: datetime
+    topic: str
+    device_flag: str | None
+    device_serial: str | None
+    function: str | None
+    reference_id: str | None
+    status: str
+    error: str | None
+    size: int = Field(description="payload length in bytes")
+    encoding: Literal["utf-8", "hex"] = Field(description="how `payload` renders the stored bytes")
+    payload: str
+    parsed: list[ParsedValue] = Field(description="this meter's readings parsed from the message (HES-13)")
+
+
+class OrderCreate(BaseModel):
+    kind: str = Field(examples=["read"])
+    meter: int
+    priority: int = Field(default=5, ge=0, le=9, description="0 is the most urgent (HES-12)")
+
+
+class OrderCreated(BaseModel):
+    id: int
+    status: str
+
+
+class Order(BaseModel):
+    id: int
+    kind: str
+    status: Literal["pending", "running", "succeeded", "failed"]
+    meter: int | None
+    priority: int
+    attempts: int
+    created_by: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any = None
+    error: str | None

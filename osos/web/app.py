@@ -1,0 +1,102 @@
+"""The web application: REST API under /api/v1, server-rendered UI, static files, clear errors (HES-13, HES-51).
+
+``create_app(settings, engine)`` builds everything from its arguments (no globals), so the lead's ``osos serve`` /
+``osos demo`` and the tests run the same app. Errors answer JSON under /api and an HTML page elsewhere, and never
+show a stack trace (the trace goes to the server log).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+import osos
+from osos.config import Settings
+from osos.web.api import auth as api_auth
+from osos.web.api import inventory as api_inventory
+from osos.web.api import orders as api_orders
+from osos.web.security import Forbidden, NotAuthenticated
+from osos.web.ui import routes as ui_routes
+from osos.web.ui.render import STATIC_DIR, render
+
+log = logging.getLogger("osos.web")
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    return render(request, "error.html", {"status": status, "message": message}, status_code=status)
+
+
+def create_app(settings: Settings, engine: Engine) -> FastAPI:
+    app = FastAPI(
+        title="OSOS head-end API",
+        version=getattr(osos, "__version__", "0.1.0"),
+        description="Inventory, meter data and work orders of the OSOS metering head-end. "
+        "Authenticate with POST /api/v1/auth/token and send `Authorization: Bearer <token>`.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.secret = settings.secret_key()
+    app.state.logger = log
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness probe, no authentication."""
+        return {"status": "ok"}
+
+    app.include_router(api_auth.router)
+    app.include_router(api_inventory.router)
+    app.include_router(api_orders.router)
+    app.include_router(ui_routes.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    @app.exception_handler(NotAuthenticated)
+    def _not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": exc.reason}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return ui_routes.login_redirect(request)
+
+    @app.exception_handler(Forbidden)
+    def _forbidden(request: Request, exc: Forbidden) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": exc.reason}, status_code=403)
+        return _error_page(request, 403, exc.reason)
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return _error_page(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+            for err in exc.errors()
+        ]
+        if _is_api(request):
+            return JSONResponse({"detail": problems}, status_code=422)
+        text = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in problems)
+        return _error_page(request, 400, text)
+
+    @app.exception_handler(Exception)
+    def _crash(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        if _is_api(request):
+            return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
+        try:
+            return _error_page(request, 500, "internal error; it has been logged")
+        except Exception:  # noqa: BLE001 - the error page itself failed: plain text, still no trace
+            return Response("internal error", status_code=500, media_type="text/plain")
+
+    return app

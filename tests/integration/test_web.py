@@ -1,0 +1,423 @@
+"""The web layer against migrated SQLite and the real PostgreSQL: auth, roles, inventory, search, registers,
+raw vs parsed, orders, UI pages, language switch, CSRF and error pages.
+
+covers AMR-9, HES-13, HES-14, HES-15, HES-51, HES-56, HES-59, HES-60
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from markupsafe import escape
+from sqlalchemy import Engine, func, insert, select
+
+from osos.auth import hash_password, issue_token
+from osos.config import Settings
+from osos.headend.orders import claim_next, finish
+from osos.store.db import make_engine, migrate
+from osos.store.schema import log_records, meters, modems, raw_messages, readings, register_latest, users
+from osos.web.app import create_app
+
+PASSWORD = "Test-pass-4711-ok"  # test-only credentials, created per test database
+NOW = datetime.now(UTC).replace(microsecond=0)
+READ_AT = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+
+# An IEC 62056-21 data block as a modem forwards it (AMR-2: values keep their leading zeros and three decimals).
+IEC_BLOCK = "\x02F.F(00)\r\n0.9.1(093000)\r\n1.8.0(015214.234*kWh)\r\n1.8.1(010000.100*kWh)\r\n!\r\n\x03\x07"
+RAW_JSON = json.dumps(
+    {"device": {"flag": "ABC", "serialNumber": "MDM0001"}, "function": "read", "referenceId": "r-1",
+     "response": {"meters": [{"flag": "MKL", "serialNumber": "12345678", "data": IEC_BLOCK}]}},
+    separators=(",", ":"), ensure_ascii=False,
+)
+RAW_BINARY = bytes([0x68, 0x1F, 0x1F, 0x68, 0x08, 0x00, 0x72, 0x00, 0x16])  # not text: shown as hex
+
+
+@dataclass
+class Web:
+    client: TestClient
+    engine: Engine
+    settings: Settings
+    ids: dict[str, int]
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, username: str, password: str = PASSWORD) -> str:
+        if username not in self.tokens:
+            res = self.client.post("/api/v1/auth/token", json={"username": username, "password": password})
+            assert res.status_code == 200, res.text
+            self.tokens[username] = res.json()["access_token"]
+        return self.tokens[username]
+
+    def auth(self, username: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(username)}"}
+
+    def security_records(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).select_from(log_records).where(log_records.c.category == "security")
+            ).scalar_one()
+
+
+def seed(engine: Engine) -> dict[str, int]:
+    """Two modems (one online, one silent for an hour), three meters, two raw messages with readings."""
+    ids: dict[str, int] = {}
+    with engine.begin() as conn:
+        ids["modem_on"] = conn.execute(insert(modems).values(
+            flag="ABC", serial="MDM0001", brand="Acme", model="M1", device_type="MM", comm_type="4G", signal=21,
+            registered_at=NOW - timedelta(days=3), last_seen_at=NOW - timedelta(seconds=30),
+            last_heartbeat_at=NOW - timedelta(seconds=60), topic_style="device",
+        )).inserted_primary_key[0]
+        ids["modem_off"] = conn.execute(insert(modems).values(
+            flag="XYZ", serial="MDM0002", device_type="HU", comm_type="NB-IoT",
+            registered_at=NOW - timedelta(days=3), last_heartbeat_at=NOW - timedelta(hours=1), topic_style="device",
+        )).inserted_primary_key[0]
+        ids["m1"] = conn.execute(insert(meters).values(
+            flag="MKL", serial="12345678", modem_id=ids["modem_on"], brand="Makel", kind="single-phase",
+            protocol="iec62056-21", installation_no="4000123", subscriber_name="Ayşe Yılmaz",
+            first_seen_at=NOW - timedelta(days=2), last_read_at=READ_AT,
+        )).inserted_primary_key[0]
+        ids["m2"] = conn.execute(insert(meters).values(
+            flag="VIK", serial="87654321", modem_id=ids["modem_on"], brand="Viko", kind="three-phase",
+            installation_no="4000456", subscriber_name="Mehmet Öztürk", first_seen_at=NOW - timedelta(days=2),
+        )).inserted_primary_key[0]
+        ids["m3"] = conn.execute(insert(meters).values(
+            flag="ELM", serial="55550001", modem_id=None, kind="kombi", installation_no="7000001",
+            subscriber_name="İlker Işık", first_seen_at=NOW - timedelta(days=1),
+        )).inserted_primary_key[0]
+        ids["raw_json"] = conn.execute(insert(raw_messages).values(
+            dedup_key="ABCMDM0001|read|r-1|0", received_at=READ_AT, topic="mass/device/ABC/MDM0001/to_server",
+            device_flag="ABC", device_serial="MDM0001", function="read", reference_id="r-1",
+            payload=RAW_JSON.encode(), status="ok",
+        )).inserted_primary_key[0]
+        ids["raw_bin"] = conn.execute(insert(raw_messages).values(
+            dedup_key="ABCMDM0001|read|r-2|0", received_at=READ_AT + timedelta(minutes=5),
+            topic="mass/device/ABC/MDM0001/to_server", device_flag="ABC", device_serial="MDM0001",
+            function="read", reference_id="r-2", payload=RAW_BINARY, status="ok",
+        )).inserted_primary_key[0]
+        for obis, value, unit in (("1.8.0", "015214.234", "kWh"), ("1.8.1", "010000.100", "kWh")):
+            conn.execute(insert(readings).values(raw_id=ids["raw_json"], meter_id=ids["m1"], obis=obis, value=value,
+                                                 unit=unit, read_at=READ_AT))
+            conn.execute(insert(register_latest).values(meter_id=ids["m1"], obis=obis, value=value, unit=unit,
+                                                        read_at=READ_AT, raw_id=ids["raw_json"]))
+        # the same raw message also carried meter 2's value: it must not show up as meter 1's parsed data
+        conn.execute(insert(readings).values(raw_id=ids["raw_json"], meter_id=ids["m2"], obis="1.8.0",
+                                             value="000042.000", unit="kWh", read_at=READ_AT))
+        conn.execute(insert(readings).values(raw_id=ids["raw_bin"], meter_id=ids["m1"], obis="0.9.1",
+                                             value="093500", unit=None, read_at=READ_AT + timedelta(minutes=5)))
+        # scrypt is deliberately slow: hash the shared test password once per run (create_user is tested in
+        # test_web_cli.py and tests/unit/test_auth.py)
+        for name, role in (("ada", "admin"), ("oscar", "operator"), ("vera", "viewer")):
+            conn.execute(insert(users).values(username=name, password_hash=password_hash(), role=role,
+                                              disabled=False, created_at=NOW))
+    return ids
+
+
+@cache
+def password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+@pytest.fixture
+def web(db_url: str, tmp_path) -> Iterator[Web]:
+    engine = make_engine(db_url)
+    migrate(engine)
+    ids = seed(engine)
+    settings = Settings(data_dir=tmp_path / "data", database_url=db_url)
+    with TestClient(create_app(settings, engine), follow_redirects=False) as client:
+        yield Web(client, engine, settings, ids)
+    engine.dispose()
+
+
+# ------------------------------------------------------------------------------------------------ API
+
+
+def test_health_needs_no_auth_and_token_flow(web: Web) -> None:
+    assert web.client.get("/healthz").json() == {"status": "ok"}
+    res = web.client.post("/api/v1/auth/token", json={"username": "vera", "password": PASSWORD})
+    assert res.status_code == 200
+    body = res.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == web.settings.token_ttl_s
+    assert web.client.get("/api/v1/modems", headers={"Authorization": f"Bearer {body['access_token']}"}).status_code \
+        == 200
+    # the OpenAPI description is served and lists the contract's paths
+    paths = web.client.get("/openapi.json").json()["paths"]
+    assert {"/api/v1/meters", "/api/v1/meters/{meter_id}/registers", "/api/v1/orders"} <= set(paths)
+    assert web.client.get("/docs").status_code == 200
+
+
+def test_bad_credentials_and_tokens_are_refused_and_logged(web: Web) -> None:
+    before = web.security_records()
+    for creds in ({"username": "vera", "password": "wrong-password-123"}, {"username": "nobody", "password": "x"}):
+        res = web.client.post("/api/v1/auth/token", json=creds)
+        assert res.status_code == 401
+        assert res.json() == {"detail": "invalid username or password"}
+    assert web.security_records() == before + 2  # HES-59: unauthorized access records
+    with web.engine.connect() as conn:
+        messages = [r.message for r in conn.execute(select(log_records.c.message).order_by(log_records.c.id))]
+    assert messages[-2:] == ["failed login", "failed login"]
+
+    assert web.client.get("/api/v1/meters").status_code == 401  # no token at all
+    assert web.client.get("/api/v1/meters", headers={"Authorization": "Bearer not.a-token"}).status_code == 401
+    key = web.settings.secret_key()
+    expired, _ = issue_token(key, "vera", "viewer", ttl_s=60, now=NOW - timedelta(hours=1))
+    res = web.client.get("/api/v1/meters", headers={"Authorization": f"Bearer {expired}"})
+    assert res.status_code == 401 and res.json()["detail"] == "token expired"
+    forged, _ = issue_token(b"some-other-key", "ada", "admin", ttl_s=600, now=NOW)
+    assert web.client.get("/api/v1/meters", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    ghost, _ = issue_token(key, "ghost", "admin", ttl_s=600, now=datetime.now(UTC))  # signed, but no such user
+    assert web.client.get("/api/v1/meters", headers={"Authorization": f"Bearer {ghost}"}).status_code == 401
+    assert web.security_records() == before + 6  # two failed logins, four rejected tokens
+
+
+def test_modems_list_with_counts_and_online_flag(web: Web) -> None:
+    res = web.client.get("/api/v1/modems", headers=web.auth("vera"))
+    assert res.status_code == 200
+    by_serial = {m["serial"]: m for m in res.json()}
+    on, off = by_serial["MDM0001"], by_serial["MDM0002"]
+    assert (on["flag"], on["brand"], on["device_type"], on["comm_type"]) == ("ABC", "Acme", "MM", "4G")
+    assert on["signal"] == 21
+    assert on["meters"] == 2 and off["meters"] == 0
+    assert on["online"] is True  # heartbeat 60 s ago: within 5 minutes
+    assert off["online"] is False  # heartbeat an hour ago
+    assert datetime.fromisoformat(on["last_heartbeat_at"]) == NOW - timedelta(seconds=60)
+
+
+def _serials(web: Web, headers: dict[str, str], q: str) -> set[str]:
+    res = web.client.get("/api/v1/meters", params={"q": q}, headers=headers)
+    assert res.status_code == 200
+    return {m["serial"] for m in res.json()}
+
+
+def test_meter_list_and_search(web: Web) -> None:
+    headers = web.auth("vera")
+    items = web.client.get("/api/v1/meters", headers=headers).json()
+    assert [m["serial"] for m in items] == ["55550001", "12345678", "87654321"]  # ordered by flag, serial
+    m1 = next(m for m in items if m["serial"] == "12345678")
+    assert m1["modem"] == {"id": web.ids["modem_on"], "flag": "ABC", "serial": "MDM0001"}
+    assert (m1["kind"], m1["brand"], m1["installation_no"], m1["subscriber_name"]) == (
+        "single-phase", "Makel", "4000123", "Ayşe Yılmaz")
+    assert datetime.fromisoformat(m1["last_read_at"]) == READ_AT
+    assert next(m for m in items if m["serial"] == "55550001")["modem"] is None
+
+    assert _serials(web, headers, "3456") == {"12345678"}  # part of a serial
+    assert _serials(web, headers, "MKL1234") == {"12345678"}  # flag + serial
+    assert _serials(web, headers, "4000456") == {"87654321"}  # installation number
+    assert _serials(web, headers, "4000") == {"12345678", "87654321"}
+    assert _serials(web, headers, "yılmaz") == {"12345678"}  # subscriber name
+    assert _serials(web, headers, "YILMAZ") == {"12345678"}  # upper-case I for ı
+    assert _serials(web, headers, "ozturk") == {"87654321"}  # typed without Turkish letters
+    assert _serials(web, headers, "ÖZTÜRK") == {"87654321"}
+    assert _serials(web, headers, "ilker isik") == {"55550001"}  # İ and I both fold to i
+    assert _serials(web, headers, "%") == set()  # LIKE wildcards are searched literally
+    assert _serials(web, headers, "_") == set()
+    assert _serials(web, headers, "nobody") == set()
+    res = web.client.get("/api/v1/meters", params={"modem": web.ids["modem_on"]}, headers=headers)
+    assert {m["serial"] for m in res.json()} == {"12345678", "87654321"}
+
+    one = web.client.get(f"/api/v1/meters/{web.ids['m2']}", headers=headers)
+    assert one.status_code == 200 and one.json()["subscriber_name"] == "Mehmet Öztürk"
+    missing = web.client.get("/api/v1/meters/999999", headers=headers)
+    assert missing.status_code == 404 and missing.json() == {"detail": "meter 999999 does not exist"}
+
+
+def test_registers_keep_digits_exactly(web: Web) -> None:
+    res = web.client.get(f"/api/v1/meters/{web.ids['m1']}/registers", headers=web.auth("vera"))
+    assert res.status_code == 200
+    regs = res.json()
+    assert set(regs) == {"1.8.0", "1.8.1"}
+    assert regs["1.8.0"]["value"] == "015214.234"  # a string: leading zero and three decimals kept (AMR-2)
+    assert regs["1.8.1"]["value"] == "010000.100"
+    assert regs["1.8.0"]["unit"] == "kWh"
+    assert datetime.fromisoformat(regs["1.8.0"]["read_at"]) == READ_AT
+    assert '"015214.234"' in res.text  # also on the wire, not re-formatted through a float
+    assert web.client.get(f"/api/v1/meters/{web.ids['m3']}/registers", headers=web.auth("vera")).json() == {}
+
+
+def test_raw_messages_with_parsed_values(web: Web) -> None:
+    res = web.client.get(f"/api/v1/meters/{web.ids['m1']}/raw", params={"limit": 10}, headers=web.auth("vera"))
+    assert res.status_code == 200
+    raw = res.json()
+    assert [r["id"] for r in raw] == [web.ids["raw_bin"], web.ids["raw_json"]]  # newest first
+    binary, text = raw
+    assert binary["encoding"] == "hex" and bytes.fromhex(binary["payload"]) == RAW_BINARY
+    assert binary["size"] == len(RAW_BINARY)
+    assert [(p["obis"], p["value"]) for p in binary["parsed"]] == [("0.9.1", "093500")]
+    assert text["encoding"] == "utf-8" and text["payload"].encode() == RAW_JSON.encode()  # byte for byte (HES-5)
+    # only meter 1's values, although the message also carried meter 2's 1.8.0
+    assert [(p["obis"], p["value"], p["unit"]) for p in text["parsed"]] == [
+        ("1.8.0", "015214.234", "kWh"), ("1.8.1", "010000.100", "kWh")]
+    limited = web.client.get(f"/api/v1/meters/{web.ids['m1']}/raw", params={"limit": 1}, headers=web.auth("vera"))
+    assert [r["id"] for r in limited.json()] == [web.ids["raw_bin"]]
+    m2 = web.client.get(f"/api/v1/meters/{web.ids['m2']}/raw", headers=web.auth("vera")).json()
+    assert [(r["id"], [p["value"] for p in r["parsed"]]) for r in m2] == [(web.ids["raw_json"], ["000042.000"])]
+
+
+def test_orders_roles_and_status(web: Web) -> None:
+    before = web.security_records()
+    body = {"kind": "read", "meter": web.ids["m1"]}
+    res = web.client.post("/api/v1/orders", json=body, headers=web.auth("vera"))
+    assert res.status_code == 403  # viewers read, they do not order (HES-60)
+    assert web.security_records() == before + 1
+
+    operator = web.auth("oscar")
+    res = web.client.post("/api/v1/orders", json=body, headers=operator)
+    assert res.status_code == 201
+    order_id = res.json()["id"]
+    assert res.json() == {"id": order_id, "status": "pending"}
+    again = web.client.post("/api/v1/orders", json=body, headers=web.auth("ada"))  # admin may order too
+    assert again.status_code == 201 and again.json()["id"] == order_id  # same open work: same order (HES-12)
+
+    status = web.client.get(f"/api/v1/orders/{order_id}", headers=web.auth("vera")).json()
+    assert (status["id"], status["kind"], status["status"], status["meter"]) == (order_id, "read", "pending",
+                                                                                web.ids["m1"])
+    assert status["finished_at"] is None and status["result"] is None and status["error"] is None
+    assert status["created_by"] == "oscar"
+
+    # a dispatcher claims and finishes it; the API shows the outcome
+    with web.engine.begin() as conn:
+        claimed = claim_next(conn, timeout_s=30)
+        assert claimed is not None and claimed["id"] == order_id
+    assert web.client.get(f"/api/v1/orders/{order_id}", headers=operator).json()["status"] == "running"
+    with web.engine.begin() as conn:
+        finish(conn, claimed["reference_id"], succeeded=True, result={"values": 2})
+    done = web.client.get(f"/api/v1/orders/{order_id}", headers=operator).json()
+    assert done["status"] == "succeeded" and done["result"] == {"values": 2} and done["finished_at"] is not None
+
+    bad = web.client.post("/api/v1/orders", json={"kind": "read", "meter": 999999}, headers=operator)
+    assert bad.status_code == 400 and bad.json() == {"detail": "meter 999999 does not exist"}
+    no_modem = web.client.post("/api/v1/orders", json={"kind": "read", "meter": web.ids["m3"]}, headers=operator)
+    assert no_modem.status_code == 400 and "has no modem" in no_modem.json()["detail"]
+    kind = web.client.post("/api/v1/orders", json={"kind": "explode", "meter": web.ids["m1"]}, headers=operator)
+    assert kind.status_code == 400 and kind.json()["detail"].startswith("unknown order kind 'explode'")
+    assert web.client.get("/api/v1/orders/999999", headers=operator).status_code == 404
+    assert web.client.post("/api/v1/orders", json={"meter": "x"}, headers=operator).status_code == 422
+
+
+# ------------------------------------------------------------------------------------------------ UI
+
+
+def _csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF field in the form"
+    return match.group(1)
+
+
+def ui_login(web: Web, username: str, password: str = PASSWORD, next_path: str = "/meters") -> Any:
+    form = web.client.get("/login")
+    assert form.status_code == 200
+    return web.client.post("/login", data={"username": username, "password": password,
+                                           "csrf_token": _csrf_from(form.text), "next": next_path})
+
+
+def test_ui_login_session_cookie_and_logout(web: Web) -> None:
+    res = web.client.get("/meters?q=4000")
+    assert res.status_code == 303 and res.headers["location"] == "/login?next=%2Fmeters%3Fq%3D4000"
+
+    bad = ui_login(web, "vera", "Wrong-password-1")
+    assert bad.status_code == 401 and "Wrong user name or password." in bad.text
+    no_csrf = web.client.post("/login", data={"username": "vera", "password": PASSWORD, "csrf_token": "forged"})
+    assert no_csrf.status_code == 400 and "osos_session" not in no_csrf.headers.get("set-cookie", "")
+
+    ok = ui_login(web, "vera", next_path="/meters?q=4000")
+    assert ok.status_code == 303 and ok.headers["location"] == "/meters?q=4000"
+    cookie = next(c for c in ok.headers.get_list("set-cookie") if c.startswith("osos_session="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert ui_login(web, "vera", next_path="//evil.example/").headers["location"] == "/meters"  # no open redirect
+
+    page = web.client.get("/meters")
+    assert page.status_code == 200 and "vera" in page.text
+    logout_csrf = _csrf_from(page.text)
+    assert web.client.post("/logout", data={"csrf_token": "nope"}).status_code == 403
+    out = web.client.post("/logout", data={"csrf_token": logout_csrf})
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    web.client.cookies.clear()
+    assert web.client.get("/meters").status_code == 303
+
+
+def test_ui_pages_search_meter_page_and_language(web: Web) -> None:
+    assert ui_login(web, "vera").status_code == 303
+    modems_page = web.client.get("/modems")
+    assert modems_page.status_code == 200 and "ABCMDM0001" in modems_page.text and "online" in modems_page.text
+
+    for q, present, absent in (("yilmaz", "12345678", "87654321"), ("4000456", "87654321", "12345678"),
+                               ("3456", "12345678", "55550001")):
+        page = web.client.get("/meters", params={"q": q})
+        assert page.status_code == 200
+        assert present in page.text and absent not in page.text, q
+
+    page = web.client.get(f"/meters/{web.ids['m1']}")
+    assert page.status_code == 200
+    html = page.text
+    assert "015214.234" in html and "010000.100" in html  # the OBIS grid, digits as read
+    assert "Raw and parsed data" in html and "Raw (as received)" in html and "Parsed" in html
+    assert RAW_BINARY.hex() in html  # the binary message shown as hex ...
+    assert str(escape(RAW_JSON)) in html  # ... and the JSON message as text, whole (HTML-escaped)
+    assert 'id="read-now"' not in html and "may view this meter but not start a reading" in html  # viewer
+    assert "000042.000" not in html  # meter 2's value from the shared message is not shown as meter 1's
+    fragment = web.client.get(f"/meters/{web.ids['m1']}/fragments/data")
+    assert fragment.status_code == 200 and "015214.234" in fragment.text and "<html" not in fragment.text
+
+    switch = web.client.get("/lang/tr", params={"next": f"/meters/{web.ids['m1']}"})
+    assert switch.status_code == 303 and switch.headers["location"] == f"/meters/{web.ids['m1']}"
+    tr = web.client.get(f"/meters/{web.ids['m1']}")
+    assert '<html lang="tr">' in tr.text
+    for text in ("Sayaçlar", "Modemler", "Ham ve çözümlenmiş veri", "Son endeks değerleri", "Çıkış yap",
+                 "monofaze elektrik"):
+        assert text in tr.text, text
+    assert "Raw and parsed data" not in tr.text
+    assert web.client.get("/lang/de").status_code == 404
+    web.client.get("/lang/en")
+    assert "Raw and parsed data" in web.client.get(f"/meters/{web.ids['m1']}").text
+
+    orders_page = web.client.get("/orders")
+    assert orders_page.status_code == 200 and "No orders yet." in orders_page.text
+
+
+def test_ui_read_now_posts_order_with_csrf(web: Web) -> None:
+    assert ui_login(web, "oscar").status_code == 303
+    page = web.client.get(f"/meters/{web.ids['m1']}")
+    assert 'id="read-now"' in page.text
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)">', page.text).group(1)
+    body = {"kind": "read", "meter": web.ids["m1"]}
+    assert web.client.post("/api/v1/orders", json=body).status_code == 403  # cookie without CSRF header
+    assert web.client.post("/api/v1/orders", json=body, headers={"X-CSRF-Token": "0" * 40}).status_code == 403
+    res = web.client.post("/api/v1/orders", json=body, headers={"X-CSRF-Token": token})
+    assert res.status_code == 201 and res.json()["status"] == "pending"
+    order = web.client.get(f"/api/v1/orders/{res.json()['id']}").json()  # polling with the cookie
+    assert order["status"] == "pending" and order["created_by"] == "oscar"
+    listing = web.client.get("/orders").text
+    assert "MKL12345678" in listing and "pending" in listing
+
+
+def test_ui_error_pages_are_clear_and_traceless(web: Web) -> None:
+    assert ui_login(web, "vera").status_code == 303
+    missing = web.client.get("/meters/999999")
+    assert missing.status_code == 404 and "Not found." in missing.text and "meter 999999 does not exist" in missing.text
+    wrong = web.client.get("/meters/not-a-number")
+    assert wrong.status_code == 400 and "<html" in wrong.text
+    nowhere = web.client.get("/no/such/page")
+    assert nowhere.status_code == 404 and "<html" in nowhere.text
+    for res in (missing, wrong, nowhere):
+        assert "Traceback" not in res.text
+
+
+def test_internal_error_shows_no_stack_trace(tmp_path) -> None:
+    """An unmigrated database makes every query fail: the answer is a short error, never a trace."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    settings = Settings(data_dir=tmp_path / "data")
+    token, _ = issue_token(settings.secret_key(), "ada", "admin", ttl_s=600, now=datetime.now(UTC))
+    with TestClient(create_app(settings, engine), raise_server_exceptions=False) as client:
+        api = client.get("/api/v1/meters", headers={"Authorization": f"Bearer {token}"})
+        assert api.status_code == 500 and api.json() == {"detail": "internal error; it has been logged"}
+        client.cookies.set("osos_session", token)
+        page = client.get("/meters")
+        assert page.status_code == 500 and "<html" in page.text
+        assert "Traceback" not in page.text and "OperationalError" not in page.text
+    engine.dispose()
