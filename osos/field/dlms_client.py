@@ -86,6 +86,107 @@ class WrapperTransport:
             self.sock.close()
 
 
+class HdlcTransport:
+    """IEC 62056-46 HDLC over a byte stream (TCP socket to a transparent modem, or a serial port).
+
+    ``read(n)`` returns up to n bytes (b"" on timeout/EOF), ``write(data)`` sends. Window 1;
+    long APDUs are segmented into ``max_info``-byte I-frames and long answers are pulled with RR."""
+
+    def __init__(self, read: Callable[[int], bytes], write: Callable[[bytes], None], client_sap: int,
+                 server_logical: int = 1, server_physical: int | None = None, max_info: int = 128,
+                 closer: Callable[[], None] | None = None, retries: int = 3) -> None:
+        from osos.protocols import dlms_hdlc as H
+
+        self.H = H
+        self._read, self._write, self._closer = read, write, closer
+        self.client = (client_sap, 1)
+        self.server = H.server_address(server_logical, server_physical)
+        self.max_info = max_info
+        self.retries = retries
+        self.reader = H.FrameReader()
+        self.pending: list[bytes] = []
+        self.vs = self.vr = 0
+        self.connected = False
+
+    @classmethod
+    def tcp(cls, host: str, port: int, client_sap: int, timeout: float = 10.0, **kw: Any) -> HdlcTransport:
+        sock = socket.create_connection((host, port), timeout=timeout)
+
+        def read(n: int) -> bytes:
+            try:
+                return sock.recv(n)
+            except TimeoutError:
+                return b""
+
+        return cls(read, sock.sendall, client_sap, closer=sock.close, **kw)
+
+    def _frame(self) -> Any:
+        while not self.pending:
+            chunk = self._read(4096)
+            if not chunk:
+                raise DlmsClientError("HDLC: no answer from the meter")
+            self.pending.extend(self.reader.feed(chunk))
+        return self.H.parse_frame(self.pending.pop(0))
+
+    def connect(self) -> None:
+        H = self.H
+        self._write(H.u_frame(self.server, self.client, H.SNRM,
+                              H.negotiation(self.max_info, self.max_info)).to_bytes())
+        f = self._frame()
+        if f.kind != "UA":
+            raise DlmsClientError(f"HDLC: SNRM answered with {f.kind}")
+        params = H.parse_negotiation(f.information)
+        self.max_info = min(self.max_info, params.get(0x06, self.max_info))
+        self.vs = self.vr = 0
+        self.connected = True
+
+    def send(self, apdu: bytes) -> None:
+        if not self.connected:
+            self.connect()
+        H = self.H
+        payload = H.LLC_REQUEST + apdu
+        chunks = [payload[i : i + self.max_info] for i in range(0, len(payload), self.max_info)]
+        for n, chunk in enumerate(chunks):
+            last = n == len(chunks) - 1
+            self._write(H.i_frame(self.server, self.client, self.vs, self.vr, chunk, segmented=not last).to_bytes())
+            self.vs = (self.vs + 1) % 8
+            if not last:
+                ack = self._frame()
+                if ack.kind != "RR" or ack.nr != self.vs:
+                    raise DlmsClientError(f"HDLC: segment not acknowledged ({ack.kind})")
+
+    def receive(self) -> bytes:
+        H = self.H
+        data = bytearray()
+        while True:
+            f = self._frame()
+            if f.kind != "I":
+                raise DlmsClientError(f"HDLC: expected an I-frame, got {f.kind}")
+            if f.ns != self.vr:
+                raise DlmsClientError(f"HDLC: frame N(S)={f.ns}, expected {self.vr}")
+            self.vr = (self.vr + 1) % 8
+            data += f.information
+            if not f.segmented:
+                break
+            self._write(H.rr_frame(self.server, self.client, self.vr).to_bytes())
+        if data[:3] != H.LLC_RESPONSE:
+            raise DlmsClientError("HDLC: answer without the LLC response header")
+        return bytes(data[3:])
+
+    def close(self) -> None:
+        H = self.H
+        try:
+            if self.connected:
+                self._write(H.u_frame(self.server, self.client, H.DISC).to_bytes())
+                with contextlib.suppress(DlmsClientError, D.DLMSError):
+                    self._frame()
+        finally:
+            self.connected = False
+            if self._closer:
+                with contextlib.suppress(OSError):
+                    self._closer()
+
+
 @dataclass
 class Security:
     """How the client authenticates. ``invocation_counter`` is the next one to use (HLS)."""
