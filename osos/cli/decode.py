@@ -19,6 +19,7 @@ DECODERS: dict[str, str] = {
     "s3-tariff": "osos.tariff.binary",
     "mbus": "osos.protocols.mbus",
     "wmbus": "osos.protocols.wmbus",
+    "dlms": "osos.protocols.dlms",
 }
 
 
