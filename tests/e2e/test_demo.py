@@ -1,0 +1,165 @@
+"""README command 1, as a user runs it: `osos demo` with nothing else running, then the public API.
+
+Acceptance (issue 2): within 60 s the API lists >= 10 modems and their meters with register values read in the
+last minute; a read order reaches `succeeded` with new values; `osos user create` works against the same data dir
+while the demo runs; SIGTERM stops it cleanly.
+
+covers AMR-9, HES-1, HES-9, HES-13, HES-51, HES-63
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except httpx.HTTPError as exc:
+            last = exc
+            last = None
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def demo(tmp_path: Path):
+    port = _free_port()
+    data_dir = tmp_path / "demo"
+    log_path = tmp_path / "demo.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed in the finalizer
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "osos.cli.main",
+            "demo",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--gateways",
+            "10",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        password = _wait(
+            lambda: (m := re.search(r"password '([^']+)'", log_path.read_text())) and m.group(1),
+            60,
+            "the demo's first-login line",
+        )
+        yield {
+            "port": port,
+            "password": password,
+            "data_dir": data_dir,
+            "proc": proc,
+            "started": started,
+            "log": log_path,
+        }
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        log.close()
+
+
+def test_demo_serves_a_live_fleet_and_answers_a_read_order(demo) -> None:
+    base = f"http://127.0.0.1:{demo['port']}"
+    client = httpx.Client(base_url=base, timeout=10)
+    token = client.post("/api/v1/auth/token", json={"username": "admin", "password": demo["password"]}).json()[
+        "access_token"
+    ]
+    client.headers["Authorization"] = f"Bearer {token}"
+
+    def fleet_with_fresh_values():
+        modems = client.get("/api/v1/modems").json()
+        meters = client.get("/api/v1/meters").json()
+        if len(modems) < 10 or not meters:
+            return None
+        now = datetime.now(UTC)
+        fresh_modems = set()
+        for meter in meters:
+            regs = client.get(f"/api/v1/meters/{meter['id']}/registers").json()
+            times = [datetime.fromisoformat(r["read_at"].replace("Z", "+00:00")) for r in regs.values()]
+            if times and now - max(times) < timedelta(minutes=1):
+                fresh_modems.add(meter["modem"]["id"])
+        return (modems, meters) if len(fresh_modems) >= 10 else None
+
+    modems, meters = _wait(
+        fleet_with_fresh_values,
+        60 - (time.monotonic() - demo["started"]) + 5,
+        ">= 10 modems with values read in the last minute",
+    )
+    assert time.monotonic() - demo["started"] < 65
+    assert all({"id", "flag", "serial", "modem"} <= set(m) for m in meters)
+
+    meter = meters[0]
+    before = client.get(f"/api/v1/meters/{meter['id']}/registers").json()
+    created = client.post("/api/v1/orders", json={"kind": "read", "meter": meter["id"]})
+    assert created.status_code in (200, 201), created.text
+    oid = created.json()["id"]
+    order = _wait(
+        lambda: (o := client.get(f"/api/v1/orders/{oid}").json())["status"] in ("succeeded", "failed") and o,
+        45,
+        "the read order's outcome",
+    )
+    assert order["status"] == "succeeded", order
+    after = client.get(f"/api/v1/meters/{meter['id']}/registers").json()
+    newest_before = max(r["read_at"] for r in before.values()) if before else ""
+    assert max(r["read_at"] for r in after.values()) > newest_before  # new values arrived with the order
+
+    # a second user, created from another process while the demo runs (SQLite in WAL mode)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "osos.cli.main",
+            "user",
+            "create",
+            "ops1",
+            "--role",
+            "operator",
+            "--password-stdin",
+            "--data-dir",
+            str(demo["data_dir"]),
+        ],
+        input="Correct-Horse-Battery-9\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    login = httpx.post(f"{base}/api/v1/auth/token", json={"username": "ops1", "password": "Correct-Horse-Battery-9"})
+    assert login.status_code == 200
+
+    demo["proc"].send_signal(signal.SIGTERM)
+    assert demo["proc"].wait(30) == 0
