@@ -125,9 +125,11 @@ class IecPortSession:
         self.negotiated: list[int] = []  # every baud rate agreed in an option select, in order
         self._buf = bytearray()
 
-    def reset(self) -> None:
+    def reset(self, *, drop_input: bool = False) -> None:
+        """Back to the initial state at 300 Bd; ``drop_input`` also discards unread bytes (line noise)."""
         self.baud, self.state, self.current, self.authorized = INITIAL_BAUD, "idle", None, False
-        self._buf.clear()
+        if drop_input:
+            self._buf.clear()
 
     # ------------------------------------------------------------------ input
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
@@ -140,7 +142,7 @@ class IecPortSession:
             if (self.state, len(self._buf)) == before:
                 break
         if len(self._buf) > MAX_PENDING:
-            self.reset()
+            self.reset(drop_input=True)
         return out
 
     def _step(self) -> list[tuple[int, bytes]]:

@@ -1,0 +1,143 @@
+"""`osos gateway` (one real gateway agent) and `osos simulate` (a fleet of simulated gateways and meters)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import typer
+
+
+def _broker(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter("use HOST:PORT, e.g. 127.0.0.1:1883")
+    return host, int(port)
+
+
+def _wait(duration: float) -> None:
+    """Block until Ctrl-C / SIGTERM, or for ``duration`` seconds when > 0."""
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait(duration if duration > 0 else None)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("gateway")
+    def gateway(
+        broker: str = typer.Option("127.0.0.1:1883", "--broker", help="MQTT broker HOST:PORT."),
+        flag: str = typer.Option(..., "--flag", help="Gateway flag code (3 letters)."),
+        serial: str = typer.Option(..., "--serial", help="Gateway serial number."),
+        meter: list[str] = typer.Option(
+            [], "--meter",
+            help="Meter link: tcp://host:port or serial:///dev/ttyUSB0, optional ?address=&flag=&serial="
+                 "&password=&max_baud=&kind= (flag/serial are discovered by a readout when absent).",
+        ),
+        sim_meter: list[str] = typer.Option(
+            [], "--sim-meter", help="Also start a simulated meter BRAND:KIND (e.g. makel:kombi) on a local port."
+        ),
+        topic_root: str = typer.Option("mass", "--topic-root"),
+        data_dir: Path = typer.Option(Path("gateway-data"), "--data-dir", help="Outbox and added directives."),
+        heartbeat: float = typer.Option(60.0, "--heartbeat", help="Heartbeat period in seconds."),
+        read_interval: float = typer.Option(0.0, "--read-interval", help="Push-read period in s (0 = off)."),
+        push_directive: str = typer.Option("short-read", "--push-directive"),
+        mqtt_protocol: str = typer.Option("v5", "--mqtt", help="v5 or v311."),
+        duration: float = typer.Option(0.0, "--duration", help="Stop after this many seconds (0 = Ctrl-C)."),
+    ) -> None:
+        """Run one gateway agent: MASS over MQTT to the head-end, IEC 62056-21 to its meters."""
+        import logging
+        from datetime import UTC, datetime
+
+        from osos.field.gateway import Gateway, GatewayConfig, MeterConfig
+        from osos.field.links import LinkError, LinkSpec
+        from osos.field.meters.brands import BrandError, brand
+        from osos.field.meters.iec import SimMeter
+        from osos.field.meters.model import MeterModel, MeterModelError
+        from osos.field.meters.serve import TcpMeterServer
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        host, port = _broker(broker)
+        if mqtt_protocol not in ("v5", "v311"):
+            raise typer.BadParameter("--mqtt must be v5 or v311")
+        configs: list[MeterConfig] = []
+        servers: list[TcpMeterServer] = []
+        for i, spec_text in enumerate(sim_meter):
+            brand_key, _, kind = spec_text.partition(":")
+            try:
+                profile = brand(brand_key)
+                model = MeterModel(f"{9000000 + i:08d}", kind or "single-phase", datetime.now(UTC), seed=i)
+            except (BrandError, MeterModelError) as exc:
+                raise typer.BadParameter(str(exc)) from None
+            sim = SimMeter(model, profile)
+            server = TcpMeterServer([sim]).start()
+            servers.append(server)
+            configs.append(MeterConfig(link=server.url, flag=profile.flag, serial=sim.serial, brand=profile.name,
+                                       model=profile.models[sim.kind], kind=sim.kind, password=profile.password,
+                                       max_baud=profile.max_baud, date_format=profile.date_format))
+            typer.echo(f"simulated {profile.name} {sim.kind} meter {sim.serial} on {server.url}")
+        for url in meter:
+            try:
+                LinkSpec.parse(url)
+            except LinkError as exc:
+                raise typer.BadParameter(str(exc)) from None
+            q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+            configs.append(MeterConfig(
+                link=url, flag=q.get("flag", ""), serial=q.get("serial", ""), kind=q.get("kind", "single-phase"),
+                password=q.get("password", "00000000"), max_baud=int(q.get("max_baud", "19200")),
+            ))
+        config = GatewayConfig(
+            flag=flag, serial=serial, data_dir=data_dir, broker_host=host, broker_port=port,
+            topic_root=topic_root, mqtt_protocol=mqtt_protocol, heartbeat_interval_s=heartbeat,
+            read_interval_s=read_interval or None, push_directive=push_directive,
+        )
+        agent = Gateway(config, configs)
+        agent.discover()
+        for m in configs:
+            typer.echo(f"meter {m.flag or '?'} {m.serial or '?'} on {m.link}")
+        agent.start()
+        typer.echo(f"gateway {flag}{serial} connecting to {host}:{port} (topic root {topic_root!r}); Ctrl-C stops")
+        try:
+            _wait(duration)
+        finally:
+            agent.stop()
+            for server in servers:
+                server.stop()
+
+    @app.command("simulate")
+    def simulate(
+        broker: str = typer.Option("127.0.0.1:1883", "--broker", help="MQTT broker HOST:PORT."),
+        gateways: int = typer.Option(10, "--gateways", min=1, help="Number of simulated gateways."),
+        seed: int = typer.Option(1, "--seed"),
+        topic_root: str = typer.Option("mass", "--topic-root"),
+        read_interval: float = typer.Option(20.0, "--read-interval", help="Push-read period in s (0 = off)."),
+        heartbeat: float = typer.Option(30.0, "--heartbeat"),
+        acceleration: float = typer.Option(1.0, "--acceleration", help="Meter clock speed-up for demos."),
+        events: bool = typer.Option(True, "--events/--no-events", help="Inject outages and cover openings."),
+        data_dir: Path = typer.Option(Path("fleet-data"), "--data-dir"),
+        mqtt_protocol: str = typer.Option("v5", "--mqtt", help="v5 or v311."),
+        duration: float = typer.Option(0.0, "--duration", help="Stop after this many seconds (0 = Ctrl-C)."),
+    ) -> None:
+        """Run a fleet of simulated gateways, each with 1-4 simulated meters, against a broker."""
+        import logging
+
+        from osos.field.fleet import Fleet
+
+        logging.basicConfig(level=logging.WARNING)
+        host, port = _broker(broker)
+        if mqtt_protocol not in ("v5", "v311"):
+            raise typer.BadParameter("--mqtt must be v5 or v311")
+        fleet = Fleet(host, port, gateways=gateways, topic_root=topic_root, read_interval_s=read_interval or None,
+                      heartbeat_interval_s=heartbeat, data_dir=data_dir, seed=seed, mqtt_protocol=mqtt_protocol,
+                      acceleration=acceleration, events=events)
+        fleet.start()
+        meters = sum(len(u.meters) for u in fleet.units)
+        typer.echo(f"fleet: {len(fleet.units)} gateways, {meters} meters -> {host}:{port} ({topic_root!r}); "
+                   "Ctrl-C stops")
+        try:
+            _wait(duration)
+        finally:
+            fleet.stop()
+            typer.echo(f"stopped; {len(fleet.injected)} events injected")
