@@ -135,7 +135,7 @@ class _Vib:
     manufacturer: bool
 
 
-def _interpret_vib(vif: int, vifes: list[int], text_unit: str | None, position: int) -> _Vib:
+def _interpret_vib(vif: int, vifes: list[int], text_unit: str | None) -> _Vib:
     t = tables()
     base = vif & 0x7F
     rest: list[int]
@@ -190,9 +190,7 @@ def _number(raw_value: int | Decimal, vib: _Vib) -> Decimal | int:
     return value.normalize(_EXACT)
 
 
-def _decode_value(
-    coding: int, raw: bytes, lvar_kind: str | None, vib: _Vib, position: int
-) -> tuple[int | Decimal | str | None, str]:
+def _decode_value(coding: int, raw: bytes, lvar_kind: str | None, vib: _Vib) -> tuple[int | Decimal | str | None, str]:
     kind = vib.info.kind
     if coding in (0x0, 0x8):
         return None, "none"
@@ -303,8 +301,8 @@ def decode_records(data: bytes, base: int = 0) -> tuple[list[Record], bool]:
             raise MBusError(f"premature end of data: record needs {length} bytes, {n - i} left", base + i)
         raw = bytes(data[i : i + length])
         i += length
-        vib = _interpret_vib(vif, vifes, text_unit, base + start)
-        value, data_type = _decode_value(coding, raw, lvar_kind, vib, base + start)
+        vib = _interpret_vib(vif, vifes, text_unit)
+        value, data_type = _decode_value(coding, raw, lvar_kind, vib)
         storage = (dif >> 6) & 0x01
         tariff = subunit = 0
         for k, dife in enumerate(difes):
