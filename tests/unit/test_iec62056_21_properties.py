@@ -121,6 +121,28 @@ def test_load_profile_round_trip(
     assert [tuple(v.value for v in r) for _, r in lp.entries()] == [tuple(r) for r in rows]
 
 
+@FAST
+@given(st.text(st.sampled_from("1.8:-*()!/ab \x7f\t"), max_size=40))
+def test_fast_line_path_agrees_with_the_char_by_char_parser(text: str) -> None:
+    def run(fn: Callable[[str, int], object]) -> object:
+        try:
+            return fn(text, 0)
+        except iec.IECError:
+            return "error"
+
+    fast = run(iec._split_sets)
+    slow = run(iec._split_sets_slow)
+    assert fast == slow
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_bcc_equals_a_plain_xor_loop(data: bytes) -> None:
+    start = next((i + 1 for i, b in enumerate(data) if b in (1, 2)), 0)
+    end = next((i + 1 for i in range(start, len(data)) if data[i] in (3, 4)), len(data))
+    assert iec.bcc(data) == xor(data[start:end])
+
+
 # --------------------------------------------------------------------------------- fuzzing
 
 PARSERS: list[Callable[[bytes], object]] = [
