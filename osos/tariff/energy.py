@@ -443,6 +443,51 @@ def band_totals(band_idx: np.ndarray, quantity: np.ndarray, n_bands: int) -> np.
     return out
 
 
+def grid_band_totals(band_idx: np.ndarray, quantity: np.ndarray, slots_per_day: int, n_bands: int) -> np.ndarray:
+    """Same result as ``band_totals`` for a regular grid of whole days (interval 0 starts at 00:00),
+    several times faster for many meters: days sharing one band pattern are summed slot-wise first.
+
+    The most common pattern (ordinary days) is "all days minus the others", so only the few odd days
+    (holidays, season edges) are gathered. ``quantity`` is (..., days * slots_per_day).
+    """
+    n = band_idx.shape[0]
+    if n % slots_per_day or quantity.shape[-1] != n:
+        raise TariffError("grid billing needs whole days of intervals")
+    days = n // slots_per_day
+    patterns, inverse = np.unique(band_idx.reshape(days, slots_per_day), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    grid = quantity.reshape(quantity.shape[:-1] + (days, slots_per_day))
+    all_days = grid.sum(axis=-2, dtype=np.int64)
+    counts = np.bincount(inverse, minlength=len(patterns))
+    major = int(np.argmax(counts))
+    out = np.zeros(quantity.shape[:-1] + (n_bands,), dtype=np.int64)
+    rest = np.zeros_like(all_days)
+    for p, row in enumerate(patterns):
+        if p == major:
+            continue
+        slot_sums = grid[..., np.flatnonzero(inverse == p), :].sum(axis=-2, dtype=np.int64)
+        rest += slot_sums
+        for b in range(n_bands):
+            out[..., b] += slot_sums[..., row == b].sum(axis=-1, dtype=np.int64)
+    major_sums = all_days - rest
+    for b in range(n_bands):
+        out[..., b] += major_sums[..., patterns[major] == b].sum(axis=-1, dtype=np.int64)
+    return out
+
+
+def amounts_exact(totals: np.ndarray, prices: np.ndarray) -> np.ndarray:
+    """Band quantities (..., bands) x prices (bands,) -> exact amounts in 1e-9 currency (int64)."""
+    return totals * prices.astype(np.int64)
+
+
+def round_minor(exact: np.ndarray, decimals: int) -> np.ndarray:
+    """Vectorised half-up rounding of non-negative 1e-9 amounts to minor units (int64 counts)."""
+    if np.any(exact < 0):
+        raise TariffError("vectorised rounding expects non-negative amounts")
+    div = AMOUNT_SCALE // 10**decimals
+    return (exact + div // 2) // div
+
+
 def bill_load_profile(tariff: EnergyTariff, profile: LoadProfile) -> Bill:
     """ToU bill of a load profile: energy per band at the band's price (AMR-4, HES-27)."""
     idx = band_index(tariff, profile.starts)
@@ -661,7 +706,8 @@ def year_of_15_minute_ends(year: int) -> np.ndarray:
 __all__ = [
     "Bill", "BillLine", "EnergyTariff", "fmt_price", "fmt_quantity",
     "LoadProfile", "LoadProfileError", "WaterTariff", "band_index",
-    "band_totals", "bill_load_profile", "bill_registers", "bill_water", "bill_water_profile",
+    "amounts_exact", "band_totals", "bill_load_profile", "grid_band_totals", "round_minor",
+    "bill_registers", "bill_water", "bill_water_profile",
     "load_billing_tariff", "load_energy_tariff", "load_water_tariff", "make_load_profile", "parse_load_profile_csv",
     "parse_quantity", "register_deltas", "year_of_15_minute_ends",
 ]

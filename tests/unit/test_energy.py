@@ -16,19 +16,23 @@ from hypothesis import strategies as st
 
 from osos.tariff import library
 from osos.tariff.energy import (
+    LoadProfile,
     LoadProfileError,
+    amounts_exact,
     band_index,
     band_totals,
     bill_load_profile,
     bill_registers,
     bill_water,
     bill_water_profile,
+    grid_band_totals,
     load_energy_tariff,
     load_water_tariff,
     make_load_profile,
     parse_load_profile_csv,
     parse_quantity,
     register_deltas,
+    round_minor,
     year_of_15_minute_ends,
 )
 from osos.tariff.errors import TariffError
@@ -364,3 +368,24 @@ def test_water_profile_billed_per_month() -> None:
 def test_bad_water_tariffs(tiers: list) -> None:
     with pytest.raises(TariffError):
         load_water_tariff({"kind": "water", "name": "w", "currency": "TRY", "source": {"url": "u"}, "tiers": tiers})
+
+
+def test_grid_totals_equal_generic_totals_with_holidays_and_seasons() -> None:  # covers AMR-4
+    # holidays make odd days (different band patterns): the grid shortcut must still match exactly
+    tariff = holiday_tariff()
+    ends = year_of_15_minute_ends(2025)
+    idx = band_index(tariff, ends - np.timedelta64(15, "m"))
+    rng = np.random.default_rng(11)
+    data = rng.integers(0, 1000, size=(4, ends.size), dtype=np.uint16)
+    generic = band_totals(idx, data.astype(np.int64), 4)
+    grid = grid_band_totals(idx, data, 96, 4)
+    assert grid.tolist() == generic.tolist()
+    assert generic[:, 3].min() > 0  # T4 holiday energy present
+    exact = amounts_exact(grid, np.array(list(tariff.bands.values()), dtype=np.int64)).sum(axis=1)
+    for row in range(4):
+        profile = LoadProfile(ends - np.timedelta64(15, "m"), ends, data[row].astype(np.int64))
+        profile_bill = bill_load_profile(tariff, profile)
+        assert profile_bill.total_exact == int(exact[row])
+        assert Decimal(int(round_minor(exact[row : row + 1], 2)[0])) / 100 == profile_bill.total
+    with pytest.raises(TariffError):
+        grid_band_totals(idx[:-1], data[:, :-1], 96, 4)
