@@ -37,12 +37,32 @@ def _error_page(request: Request, status: int, message: str) -> Response:
     return render(request, "error.html", {"status": status, "message": message}, status_code=status)
 
 
+def _mount_api_docs(app: FastAPI) -> None:
+    """/docs with Swagger UI from the swagger-ui-bundle-v2 package (Apache-2.0), so no page loads a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - docs",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app = FastAPI(
         title="OSOS head-end API",
         version=getattr(osos, "__version__", "0.1.0"),
         description="Inventory, meter data and work orders of the OSOS metering head-end. "
         "Authenticate with POST /api/v1/auth/token and send `Authorization: Bearer <token>`.",
+        docs_url=None,  # served below from the packaged Swagger UI: no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -59,6 +79,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(api_orders.router)
     app.include_router(ui_routes.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    _mount_api_docs(app)
 
     @app.exception_handler(NotAuthenticated)
     def _not_authenticated(request: Request, exc: NotAuthenticated) -> Response:

@@ -149,7 +149,10 @@ def test_health_needs_no_auth_and_token_flow(web: Web) -> None:
     # the OpenAPI description is served and lists the contract's paths
     paths = web.client.get("/openapi.json").json()["paths"]
     assert {"/api/v1/meters", "/api/v1/meters/{meter_id}/registers", "/api/v1/orders"} <= set(paths)
-    assert web.client.get("/docs").status_code == 200
+    docs = web.client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn." not in docs.text and "https://" not in docs.text  # everything from our own server
+    assert web.client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
 
 
 def test_bad_credentials_and_tokens_are_refused_and_logged(web: Web) -> None:
@@ -360,6 +363,7 @@ def test_ui_pages_search_meter_page_and_language(web: Web) -> None:
     assert RAW_BINARY.hex() in html  # the binary message shown as hex ...
     assert str(escape(RAW_JSON)) in html  # ... and the JSON message as text, whole (HTML-escaped)
     assert 'id="read-now"' not in html and "may view this meter but not start a reading" in html  # viewer
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # no CDN, no plug-in: all assets are ours
     assert "000042.000" not in html  # meter 2's value from the shared message is not shown as meter 1's
     fragment = web.client.get(f"/meters/{web.ids['m1']}/fragments/data")
     assert fragment.status_code == 200 and "015214.234" in fragment.text and "<html" not in fragment.text
