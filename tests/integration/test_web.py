@@ -22,6 +22,7 @@ from sqlalchemy import Engine, func, insert, select
 from osos.auth import hash_password, issue_token
 from osos.config import Settings
 from osos.headend.orders import claim_next, finish
+from osos.protocols.obis import describe
 from osos.store.db import make_engine, migrate
 from osos.store.schema import log_records, meters, modems, raw_messages, readings, register_latest, users
 from osos.web.app import create_app
@@ -359,6 +360,7 @@ def test_ui_pages_search_meter_page_and_language(web: Web) -> None:
     assert page.status_code == 200
     html = page.text
     assert "015214.234" in html and "010000.100" in html  # the OBIS grid, digits as read
+    assert describe("1.8.0", "en")[0] in html  # names from the OBIS table next to the codes
     assert "Raw and parsed data" in html and "Raw (as received)" in html and "Parsed" in html
     assert RAW_BINARY.hex() in html  # the binary message shown as hex ...
     assert str(escape(RAW_JSON)) in html  # ... and the JSON message as text, whole (HTML-escaped)
@@ -376,6 +378,7 @@ def test_ui_pages_search_meter_page_and_language(web: Web) -> None:
                  "monofaze elektrik"):
         assert text in tr.text, text
     assert "Raw and parsed data" not in tr.text
+    assert describe("1.8.0", "tr")[0] in tr.text  # register names in Turkish too
     assert web.client.get("/lang/de").status_code == 404
     web.client.get("/lang/en")
     assert "Raw and parsed data" in web.client.get(f"/meters/{web.ids['m1']}").text

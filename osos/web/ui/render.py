@@ -25,13 +25,15 @@ def request_language(request: Request) -> str:
 
 
 def obis_name(code: str, lang: str) -> str | None:
-    """A register's name from ``osos.protocols.obis.describe`` when that module exists; None otherwise."""
+    """A register's name from ``osos.protocols.obis.describe`` (which answers ``(name, unit)``); None when the
+    code is unknown, malformed or the module is missing - the grid then shows the code alone."""
     try:
         from osos.protocols import obis  # written by the protocols engineer; optional here
 
-        name = obis.describe(code, lang)
+        described = obis.describe(code, lang)
     except Exception:  # noqa: BLE001 - the brief: fall back to the code alone if describe raises
         return None
+    name = described[0] if isinstance(described, tuple) and described else described
     return name if isinstance(name, str) and name else None
 
 
