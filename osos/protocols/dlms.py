@@ -390,6 +390,8 @@ class CosemDateTime:
         """A concrete datetime (aware when the deviation is given); DLMSError if wildcarded."""
         if None in (self.year, self.month, self.day, self.hour, self.minute):
             raise DLMSError("date-time has unspecified fields")
+        if self.deviation is not None and not -720 <= self.deviation <= 720:
+            raise DLMSError(f"date-time deviation {self.deviation} min is outside -720..720")
         tz = None if self.deviation is None else dt.timezone(dt.timedelta(minutes=-self.deviation))
         try:
             return dt.datetime(self.year, self.month, self.day, self.hour, self.minute,  # type: ignore[arg-type]
@@ -1154,7 +1156,8 @@ def _acse_json(apdu: AcseApdu) -> dict[str, Any]:
 
 
 def _strip_transport(data: bytes) -> tuple[bytes, dict[str, Any]]:
-    """Accept a bare APDU, a wrapper frame, or one HDLC I-frame (with its LLC header)."""
+    """Accept a bare APDU, a wrapper frame, or one HDLC frame (an I-frame's LLC header is dropped;
+    a frame without information returns no APDU bytes)."""
     if len(data) >= WRAPPER_HEADER and data[0:2] == b"\x00\x01":
         try:
             w = unwrap(data)
@@ -1171,28 +1174,47 @@ def _strip_transport(data: bytes) -> tuple[bytes, dict[str, Any]]:
                 "source": frame.source, "segmented": frame.segmented}
         if info[:3] in (dlms_hdlc.LLC_REQUEST, dlms_hdlc.LLC_RESPONSE):
             info = info[3:]
-        if not info:
-            raise DLMSError(f"HDLC {frame.kind} frame carries no APDU")
+        if frame.kind in ("SNRM", "UA") and info:
+            meta["parameters"] = {str(k): v for k, v in dlms_hdlc.parse_negotiation(info).items()}
+            info = b""
+        if frame.kind == "I":
+            meta.update(send_sequence=frame.ns, receive_sequence=frame.nr)
+        elif frame.kind == "RR":
+            meta["receive_sequence"] = frame.nr
         return info, meta
     return data, {"transport": "none"}
 
 
-def decode_to_json(data: bytes, key: bytes | None) -> dict[str, Any]:
-    """`osos decode --protocol dlms`: one APDU (bare, in a wrapper frame or an HDLC frame) as JSON.
+def _maybe_hex(data: bytes) -> bytes:
+    """Captured traces are often hex text: accept it when the whole input is hex digits."""
+    text = b"".join(data.split())
+    if len(text) >= 2 and len(text) % 2 == 0 and all(c in b"0123456789abcdefABCDEF" for c in text):
+        return bytes.fromhex(text.decode("ascii"))
+    return data
 
-    ``key`` is the encryption key (16 bytes; the tag is then not checked) or EK || AK (32 bytes;
-    decrypted and authenticated). Ciphered APDUs are shown with their decrypted content.
+
+def decode_to_json(data: bytes, key: bytes | None) -> dict[str, Any]:
+    """`osos decode --protocol dlms`: one APDU (bare, in a wrapper frame or an HDLC frame; binary or
+    hex text) as JSON.
+
+    ``key`` for ciphered APDUs: EK (16 bytes: decrypted, tag not checked) or EK || AK (32 bytes:
+    decrypted and authenticated). glo-xxx APDUs do not carry the sender's system title: prefix it,
+    i.e. give SYSTEM_TITLE(8) || EK or SYSTEM_TITLE || EK || AK (24 or 40 bytes).
     """
-    apdu_bytes, meta = _strip_transport(bytes(data))
+    apdu_bytes, meta = _strip_transport(_maybe_hex(bytes(data)))
+    if not apdu_bytes and meta["transport"] == "hdlc":
+        return {"apdu": None, **meta}
     apdu = decode_apdu(apdu_bytes)
     out = apdu_to_json(apdu)
     out.update(meta)
     if isinstance(apdu, CipheredApdu) and key is not None:
-        if len(key) not in (16, 32):
-            raise DLMSError("--key must be EK (16 bytes) or EK||AK (32 bytes)")
+        if len(key) not in (16, 24, 32, 40):
+            raise DLMSError("--key must be EK or EK||AK (16/32 bytes), optionally after the 8-byte system title")
         st = apdu.system_title
+        if len(key) in (24, 40):
+            st, key = st or key[:8], key[8:]
         if st is None:
-            raise DLMSError("a glo- APDU does not carry the system title: use general-glo-cipher frames")
+            raise DLMSError("a glo- APDU does not carry the system title: give --key as SYSTEM_TITLE||EK[||AK]")
         if len(key) == 32:
             plain = decipher_apdu(apdu, system_title=st, ek=key[:16], ak=key[16:])
             out["authenticated"] = True
