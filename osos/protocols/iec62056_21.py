@@ -203,9 +203,10 @@ def _mode_for(baud_char: str, enhanced: str | None) -> str:
     return "A"
 
 
-def _check_ident_parts(flag: str, baud_char: str, ident: str, enhanced: str | None) -> None:
-    if len(flag) != 3 or not all(c.isascii() and c.isalpha() for c in flag):
-        raise IECError("manufacturer flag must be 3 ASCII letters", 1)
+def _check_ident_parts(flag: str, baud_char: str, ident: str, enhanced: str | None, ident_pos: int = 5) -> None:
+    bad_flag = next((i for i, c in enumerate(flag) if not (c.isascii() and c.isalpha())), None)
+    if len(flag) != 3 or bad_flag is not None:
+        raise IECError("manufacturer flag must be 3 ASCII letters", 1 + (bad_flag or 0))
     if len(baud_char) != 1 or not (" " < baud_char <= "~") or baud_char in "/!\\":
         raise IECError("baud-rate character must be one printable character except / ! \\", 4)
     if enhanced is not None:
@@ -213,10 +214,10 @@ def _check_ident_parts(flag: str, baud_char: str, ident: str, enhanced: str | No
             raise IECError("empty enhanced identification", 5)
         _printable(enhanced, "enhanced identification", "/!\\", 6)
     if not ident:
-        raise IECError("identification text is empty", 5)
+        raise IECError("identification text is empty", ident_pos)
     if len(ident) > 32:
-        raise IECError("identification text longer than 32 characters", 5)
-    _printable(ident, "identification", "/!\\", 5)
+        raise IECError("identification text longer than 32 characters", ident_pos)
+    _printable(ident, "identification", "/!\\", ident_pos)
 
 
 def parse_identification(line: bytes) -> Identification:
@@ -239,7 +240,7 @@ def parse_identification(line: bytes) -> Identification:
         rest = rest[2:]
         pos += 2
     enhanced = "".join(enhanced_chars) or None
-    _check_ident_parts(flag, baud_char, rest, enhanced)
+    _check_ident_parts(flag, baud_char, rest, enhanced, pos)
     mode = _mode_for(baud_char, enhanced)
     baud = None if mode == "A" else BAUD_RATES.get(baud_char)
     return Identification(flag, baud_char, rest, mode, enhanced, baud)
@@ -911,52 +912,44 @@ def decode_to_json(data: bytes, key: bytes | None = None) -> dict:
     pos = 0
     n = len(data)
     while pos < n:
-        rest = data[pos:]
-        if rest[:1] in (b"\r", b"\n", b" "):
-            pos += 1
-            continue
-        if block is not None and rest.startswith(SOH):
-            cmd_end = _frame_end(data, pos, "break command")
-            parse_command(data[pos:cmd_end])
-            pos = cmd_end
-            continue
-        if block is not None:
-            raise IECError("unexpected bytes after the data block", pos)
-        if rest.startswith(b"/?"):
-            end = data.find(b"!\r\n", pos)
-            if end < 0:
-                raise IECError("sign-on without '!' CR LF", pos)
-            try:
-                parse_sign_on(data[pos : end + 3])
-            except IECError as exc:
-                raise IECError(exc.reason, pos + (exc.position or 0)) from None
-            pos = end + 3
-        elif rest.startswith(b"/"):
-            end = data.find(CRLF, pos)
-            if end < 0:
-                raise IECError("identification without CR LF", pos)
-            try:
-                ident = parse_identification(data[pos : end + 2])
-            except IECError as exc:
-                raise IECError(exc.reason, pos + (exc.position or 0)) from None
-            pos = end + 2
-        elif rest.startswith(ACK):
-            if len(rest) >= 6 and rest[4:6] == CRLF:
-                parse_ack_option(rest[:6])
-                pos += 6
-            else:
+        here = pos
+        try:
+            if data[pos] in (0x0D, 0x0A, 0x20):
                 pos += 1
-        elif rest.startswith(STX):
-            end = _frame_end(data, pos, "data block")
-            try:
+            elif block is not None:
+                if not data.startswith(SOH, pos):
+                    raise IECError("unexpected bytes after the data block", 0)
+                end = _frame_end(data, pos, "break command")
+                parse_command(data[pos:end])
+                pos = end
+            elif data.startswith(b"/?", pos):
+                end = data.find(b"!\r\n", pos)
+                if end < 0:
+                    raise IECError("sign-on without '!' CR LF", 0)
+                parse_sign_on(data[pos : end + 3])
+                pos = end + 3
+            elif data.startswith(b"/", pos):
+                end = data.find(CRLF, pos)
+                if end < 0:
+                    raise IECError("identification without CR LF", 0)
+                ident = parse_identification(data[pos : end + 2])
+                pos = end + 2
+            elif data.startswith(ACK, pos):
+                if data.startswith(CRLF, pos + 4):
+                    parse_ack_option(data[pos : pos + 6])
+                    pos += 6
+                else:  # a bare ACK (e.g. the meter acknowledging a command)
+                    pos += 1
+            elif data.startswith(STX, pos):
+                end = _frame_end(data, pos, "data block")
                 block = parse_data_block(data[pos:end])
-            except BCCError as exc:
-                raise BCCError(exc.expected, exc.actual, pos + (exc.position or 0)) from None
-            except IECError as exc:
-                raise IECError(exc.reason, pos + (exc.position or 0)) from None
-            pos = end
-        else:
-            raise IECError(f"unexpected byte 0x{data[pos]:02X}", pos)
+                pos = end
+            else:
+                raise IECError(f"unexpected byte 0x{data[pos]:02X}", 0)
+        except BCCError as exc:
+            raise BCCError(exc.expected, exc.actual, here + (exc.position or 0)) from None
+        except IECError as exc:
+            raise IECError(exc.reason, here + (exc.position or 0)) from None
     if block is None:
         raise IECError("no data block (STX ... ETX BCC) in the capture", n)
     registers: dict[str, dict] = {}
@@ -984,10 +977,10 @@ def decode_to_json(data: bytes, key: bytes | None = None) -> dict:
 
 
 def _frame_end(data: bytes, pos: int, what: str) -> int:
-    """Index just past the BCC of the STX/SOH frame starting at ``pos``."""
+    """Index just past the BCC of the STX/SOH frame starting at ``pos`` (error positions relative to it)."""
     stop = _END.search(data, pos + 1)
     if stop is None:
-        raise IECError(f"{what} has no ETX", len(data))
+        raise IECError(f"{what} has no ETX", len(data) - pos)
     if stop.end() >= len(data):
-        raise IECError(f"{what}: BCC missing after ETX", stop.end())
+        raise IECError(f"{what}: BCC missing after ETX", stop.end() - pos)
     return stop.end() + 1

@@ -141,7 +141,9 @@ def test_short_reaction_flag() -> None:
     [
         (b"ABC5X\r\n", 0),  # no '/'
         (b"/ABC5X", 5),  # no CRLF
-        (b"/A1C5X\r\n", 1),  # flag not letters
+        (b"/A1C5X\r\n", 2),  # flag not letters
+        (b"/ABC5\\2\r\n", 7),  # enhanced id but no ident after it
+        (b"/ABC5\\2X\x07\r\n", 8),  # control character after an escape sequence
         (b"/ABC5\r\n", 5),  # no ident
         (b"/ABC5\\\r\n", 5),  # dangling escape
         (b"/ABC5X\x80\r\n", 6),  # not 7-bit
@@ -436,6 +438,19 @@ def test_decode_to_json_bcc_mismatch_is_an_error_with_capture_position() -> None
         iec.decode_to_json(MASS_ID + bytes(frame))
     assert err.value.position == len(MASS_ID) + len(frame) - 1
     assert isinstance(err.value, DecodeError)
+
+
+def test_decode_to_json_error_positions_are_capture_offsets() -> None:
+    block = iec.build_data_block(MASS_RAW)
+    with pytest.raises(iec.IECError) as err:
+        iec.decode_to_json(b"/?!\r\n/A1C5X\r\n" + block)
+    assert err.value.position == 5 + 2  # after the 5-byte sign-on, the '1' of the flag
+    with pytest.raises(iec.IECError) as err:
+        iec.decode_to_json(block + b"\x01B0\x03r")  # break command with a wrong BCC
+    assert isinstance(err.value, iec.BCCError) and err.value.position == len(block) + 4
+    with pytest.raises(iec.IECError) as err:
+        iec.decode_to_json(block + b"junk")
+    assert err.value.position == len(block)
 
 
 def test_decoder_is_registered_for_the_cli() -> None:
