@@ -33,6 +33,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from fractions import Fraction
+from typing import Any
 
 from osos.tariff.calendar import select_tariff
 from osos.tariff.errors import TariffError
@@ -46,6 +47,7 @@ from osos.tariff.model import (
 )
 
 UM_PER_MM = 1000
+_CHUNK = 8192  # samples per closed-form stretch: bounds the work wasted when a tier limit falls early
 US_PER_MS = 1000
 MIN_FARE_STATE_US = 10_000_000  # TAX-6: STOPPED/FARE lasts at least 10 s before FREE
 
@@ -188,6 +190,7 @@ class Taximeter:
         self.hired_d = 0
         self._has_tiers = False
         self.stop_t = 0
+        self._evt_at: tuple[int, int] | None = None
         self._now = self._last_t or 0  # us: the point up to which the trip has been charged
         self._dnow = self._last_d or 0  # um
         self.timeline: list[Event] = []
@@ -372,6 +375,140 @@ class Taximeter:
             self.totals.hired_distance_um += dd
             self._segment(last_t, last_d, dt, dd)
 
+    # ------------------------------------------------------------------ vectorised stretches
+
+    def samples_array(self, t_ms: Any, odometer_mm: Any) -> None:
+        """Feed many samples at once (numpy int arrays, ms and cumulative mm): same result as calling
+        ``sample`` for each, but stretches without a tier boundary are charged in closed form.
+
+        Each counter's units after k samples are floor((acc + max(0, X_k - opening_left)) / unit)
+        ("completed"; ceil for "started"), X_k the cumulative charged distance or time, so a whole
+        stretch costs a few array operations. The segment in which a distance, time or amount tier
+        is reached goes through the exact scalar path (``_segment``). Tariffs with speed tiers and
+        values that would overflow int64 use the scalar path throughout.
+        """
+        import numpy as np
+
+        # arrays stay in ms / mm (the um/us scale factor 1000 cancels in the speed comparison and is
+        # applied to the few scalars and cumulative values that meet um/us state)
+        t = np.asarray(t_ms, dtype=np.int64)
+        d = np.asarray(odometer_mm, dtype=np.int64)
+        n = len(t)
+        if n == 0:
+            return
+        last_t, last_d = self._last_t, self._last_d or 0
+        if (last_t is None or self.state is not State.HIRED or self._tiers.get("speed")
+                or last_t % US_PER_MS or last_d % UM_PER_MM):
+            self._scalar_run(t, d, 0)
+            return
+        dt_all = np.empty(n, dtype=np.int64)
+        dd_all = np.empty(n, dtype=np.int64)
+        dt_all[0], dd_all[0] = int(t[0]) - last_t // US_PER_MS, int(d[0]) - last_d // UM_PER_MM
+        np.subtract(t[1:], t[:-1], out=dt_all[1:])
+        np.subtract(d[1:], d[:-1], out=dd_all[1:])
+        if dt_all.min() < 0 or dd_all.min() < 0:
+            self._scalar_run(t, d, 0)  # raises at the first bad sample with the scalar message
+            return
+        # int64 bounds of the products below (segment x speed factor, cumulative um/us x unit fare)
+        max_dd, max_dt = int(dd_all.max()), int(dt_all.max())
+        span_d = (int(d[-1]) - last_d // UM_PER_MM) * UM_PER_MM
+        span_t = (int(t[-1]) - last_t // US_PER_MS) * US_PER_MS
+        i = 0
+        while i < n:
+            reg = self.regime
+            assert reg is not None
+            dt, dd = dt_all[i:i + _CHUNK], dd_all[i:i + _CHUNK]
+            if max_dd * max(reg.fast_p, 1) >= 2**62 or max_dt * max(reg.fast_q, 1) >= 2**62 or \
+                    (self.hired_d + span_d) * max(reg.udf, 1) >= 2**62 or \
+                    (self.hired_t + span_t) * max(reg.utf, 1) >= 2**62:
+                self._scalar_run(t, d, i)
+                return
+            if reg.double:
+                xd, xt = dd, dt
+            else:
+                fast = dd * reg.fast_p >= dt * reg.fast_q
+                xd, xt = np.where(fast, dd, 0), np.where(fast, 0, dt)
+            j = len(dt)
+            pending = {k: [lim for lim, _ in self._tiers[k] if lim > v] for k, v in
+                       (("distance", self.hired_d), ("time", self.hired_t), ("amount", self.metered))}
+            # a limit is searched for only when the stretch's totals reach it (one sum, no cumsum)
+            if pending["distance"]:
+                lim = -(-(min(pending["distance"]) - self.hired_d) // UM_PER_MM)  # first mm at/after it
+                if int(dd.sum()) >= lim:
+                    j = min(j, int(np.searchsorted(np.cumsum(dd), lim)))
+            if pending["time"]:
+                lim = -(-(min(pending["time"]) - self.hired_t) // US_PER_MS)
+                if int(dt.sum()) >= lim:
+                    j = min(j, int(np.searchsorted(np.cumsum(dt), lim)))
+            units: tuple[Any, Any] | None = None
+            amount_hit = False
+            if pending["amount"]:
+                end_fare = (self._units_for(self.dist, int(xd.sum()) * UM_PER_MM, reg.ud, reg.started) * reg.udf
+                            + self._units_for(self.time, int(xt.sum()) * US_PER_MS, reg.ut, reg.started) * reg.utf)
+                amount_hit = end_fare >= min(pending["amount"]) - self.metered
+            if self.record_timeline or amount_hit:
+                nd = self._units_after(self.dist, np.cumsum(xd) * UM_PER_MM, reg.ud, reg.started)
+                nt = self._units_after(self.time, np.cumsum(xt) * US_PER_MS, reg.ut, reg.started)
+                units = (nd, nt)
+                if amount_hit:
+                    fare = nd * reg.udf + nt * reg.utf
+                    j = min(j, int(np.searchsorted(fare, min(pending["amount"]) - self.metered)))
+            if j > 0:
+                self._bulk_apply(reg, t[i:i + j], d[i:i + j], dt[:j], dd[:j], xd[:j], xt[:j], units, j)
+            if j < len(dt):
+                self._sample_um(int(t[i + j]) * US_PER_MS, int(d[i + j]) * UM_PER_MM)
+                j += 1
+            i += j
+
+    def _scalar_run(self, t_ms: Any, d_mm: Any, start: int) -> None:
+        for k in range(start, len(t_ms)):
+            self._sample_um(int(t_ms[k]) * US_PER_MS, int(d_mm[k]) * UM_PER_MM)
+
+    @staticmethod
+    def _units_for(c: _Counter, cum: int, unit: int, started: bool) -> int:
+        progress = c.acc + max(cum - c.open_left, 0)
+        return max(-((-progress) // unit), 0) if started else progress // unit
+
+    def _units_after(self, c: _Counter, cum: Any, unit: int, started: bool) -> Any:
+        import numpy as np
+
+        progress = (cum - c.open_left).clip(0) + c.acc
+        if started:
+            return np.maximum(-((-progress) // unit), 0)
+        return progress // unit
+
+    def _bulk_apply(self, reg: _Regime, t: Any, d: Any, dt: Any, dd: Any, xd: Any, xt: Any,
+                    units: tuple[Any, Any] | None, j: int) -> None:
+        import numpy as np
+
+        if units is not None and self.record_timeline:
+            nd, nt = units[0][:j], units[1][:j]
+            m0 = self.metered
+            prev_nd = np.concatenate(([0], nd[:-1]))
+            prev_nt = np.concatenate(([0], nt[:-1]))
+            for k in np.flatnonzero((nd != prev_nd) | (nt != prev_nt)).tolist():
+                ts, ds = int(t[k]), int(d[k])
+                a, b, pa, pb = int(nd[k]), int(nt[k]), int(prev_nd[k]), int(prev_nt[k])
+                if a != pa:
+                    self.timeline.append(Event(ts, ds, "distance", m0 + a * reg.udf + pb * reg.utf, reg.no, a - pa))
+                if b != pb:
+                    self.timeline.append(Event(ts, ds, "time", m0 + a * reg.udf + b * reg.utf, reg.no, b - pb))
+        sum_dd = int(dd.sum()) * UM_PER_MM
+        for c, cum, unit, fare in ((self.dist, int(xd.sum()) * UM_PER_MM, reg.ud, reg.udf),
+                                   (self.time, int(xt.sum()) * US_PER_MS, reg.ut, reg.utf)):
+            n_units = self._units_for(c, cum, unit, reg.started)
+            used = min(cum, c.open_left)
+            c.acc += cum - used - n_units * unit
+            c.open_left -= used
+            c.units += n_units
+            self.metered += n_units * fare
+        self.hired_t += int(dt.sum()) * US_PER_MS
+        self.hired_d += sum_dd
+        self.totals.total_distance_um += sum_dd
+        self.totals.hired_distance_um += sum_dd
+        self._last_t, self._last_d = int(t[-1]) * US_PER_MS, int(d[-1]) * UM_PER_MM
+        self._now, self._dnow = self._last_t, self._last_d
+
     # ------------------------------------------------------------------ charging core
 
     def _limit(self, tier: Tier) -> int:
@@ -455,6 +592,13 @@ class Taximeter:
     def _segment(self, t0: int, d0: int, dt: int, dd: int) -> None:
         if dt == 0 and dd == 0:
             return
+        self._evt_at = (t0 + dt, d0 + dd)  # events of this segment are stamped with its end sample
+        try:
+            self._segment_inner(t0, d0, dt, dd)
+        finally:
+            self._evt_at = None
+
+    def _segment_inner(self, t0: int, d0: int, dt: int, dd: int) -> None:
         if not self._has_tiers:
             self._now, self._dnow = t0 + dt, d0 + dd
             self._charge(self.regime, dt, dd)  # type: ignore[arg-type]
@@ -553,8 +697,8 @@ class Taximeter:
         if not self.record_timeline and kind in ("distance", "time"):
             return
         self.timeline.append(Event(
-            t_ms=self._now // US_PER_MS,
-            distance_mm=self._dnow // UM_PER_MM,
+            t_ms=(self._evt_at or (self._now, 0))[0] // US_PER_MS,
+            distance_mm=(self._evt_at or (0, self._dnow))[1] // UM_PER_MM,
             kind=kind,
             fare_milli=self.fare_milli,
             tariff_no=self.tariff_no,
@@ -579,6 +723,8 @@ def replay(tariff_set: TaxiTariffSet, samples: Iterable[Sample | tuple[int, int]
     ``samples`` are (t_ms, cumulative distance mm[, cumulative extra presses]) in time order.
     """
     meter = Taximeter(tariff_set, record_timeline=record_timeline)
+    if hasattr(samples, "shape"):  # a numpy array: vectorised stretches
+        return _replay_array(meter, samples, start_local_dt, tariff_no)
     it = iter(samples)
     first = next(it, None)
     if first is None:
@@ -605,6 +751,38 @@ def replay(tariff_set: TaxiTariffSet, samples: Iterable[Sample | tuple[int, int]
             meter.extra(x - extras)
             extras = x
     meter.stop(last_t, last_d)
+    return meter.result()
+
+
+def _replay_array(meter: Taximeter, samples: Any, start_local_dt: datetime | None,
+                  tariff_no: str | None) -> FareResult:
+    """``replay`` for an (n, 2) or (n, 3) integer array: stretches between EXTRA presses go in bulk."""
+    import numpy as np
+
+    arr = np.asarray(samples, dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[1] not in (2, 3) or arr.shape[0] == 0:
+        raise TaximeterError("samples must be an (n, 2) or (n, 3) array of t_ms, distance_mm[, extras]")
+    t0, d0 = int(arr[0, 0]), int(arr[0, 1])
+    meter.sample(t0, d0)
+    meter.hire(t0, d0, tariff_no=tariff_no, local_dt=start_local_dt)
+    if arr.shape[1] == 3:
+        x = arr[:, 2]
+        if (np.diff(x) < 0).any():
+            raise TaximeterError("extra presses are cumulative and must not decrease")
+        if x[0]:
+            meter.extra(int(x[0]))
+        cuts = (np.flatnonzero(np.diff(x)) + 1).tolist()
+    else:
+        x, cuts = None, []
+    start = 1
+    for cut in [*cuts, len(arr)]:
+        meter.samples_array(arr[start:cut + (1 if cut < len(arr) else 0), 0],
+                            arr[start:cut + (1 if cut < len(arr) else 0), 1])
+        if cut < len(arr):
+            assert x is not None
+            meter.extra(int(x[cut] - x[cut - 1]))
+        start = cut + 1
+    meter.stop(int(arr[-1, 0]), int(arr[-1, 1]))
     return meter.result()
 
 

@@ -59,7 +59,7 @@ def tariffs(draw: Any, mode: str | None = None, tiers: bool = True) -> TaxiTarif
     })
 
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
@@ -126,3 +126,35 @@ def test_ankara_sample_rate_does_not_change_the_fare(speeds: list[int]) -> None:
         fine.append((t, d))
         coarse.append((t, d))
     assert replay(ts, fine).fare == replay(ts, coarse).fare
+
+
+@SETTINGS
+@given(tariffs(), steps, st.booleans())
+def test_vectorised_replay_equals_the_sample_by_sample_engine(
+    ts: TaxiTariffSet, trip: list[tuple[int, int]], timeline: bool
+) -> None:
+    # the closed-form stretches (numpy arrays) and the scalar engine agree on everything
+    import numpy as np
+
+    samples = cumulative(trip)
+    a = replay(ts, samples, record_timeline=timeline)
+    b = replay(ts, np.array(samples, dtype=np.int64), record_timeline=timeline)
+    assert a == b
+
+
+def test_vectorised_replay_across_chunks_and_tier_crossings() -> None:
+    # a 20,000-sample trip spans several closed-form chunks and crosses London's amount tier and
+    # the 10.4 mph cross-over many times; the array path must equal the scalar engine exactly
+    from datetime import datetime
+
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    speed = np.repeat(rng.choice([0, 2500, 6000, 15000], size=200), 100)  # mm/s, 100-sample phases
+    d = np.concatenate(([0], np.cumsum(speed[1:] // 10)))
+    arr = np.stack([np.arange(len(d), dtype=np.int64) * 100, d], axis=1)
+    ts = load_taxi_tariff("london-2013")
+    start = datetime(2013, 6, 5, 10, 0)
+    a = replay(ts, [(int(x), int(y)) for x, y in arr], start)
+    b = replay(ts, arr, start)
+    assert a == b and a.time_units > 0 and a.distance_units > 0
