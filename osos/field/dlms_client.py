@@ -494,6 +494,96 @@ def _plain(d: D.Data) -> Any:
     return d.value
 
 
+@dataclass(frozen=True)
+class Notification:
+    """One received push: who sent it (system title when ciphered), when, and the body."""
+
+    source_wport: int
+    long_invoke_id: int
+    when: dt.datetime | None
+    body: D.Data
+    system_title: bytes | None = None
+    authenticated: bool = False
+
+
+class NotificationListener:
+    """Receive DataNotification pushes over TCP + wrapper (HES-11 alarms pushed by meters, HES-34).
+
+    ``keys`` maps a meter system title to its (EK, AK); ciphered pushes from unknown titles, with bad
+    tags or replayed counters are dropped and counted in ``rejected``. Runs in a thread."""
+
+    def __init__(self, on_notification: Callable[[Notification], None], host: str = "127.0.0.1", port: int = 0,
+                 keys: dict[bytes, tuple[bytes, bytes]] | None = None) -> None:
+        import socketserver
+        import threading
+
+        listener = self
+        self.on_notification = on_notification
+        self.keys = keys or {}
+        self.rejected = 0
+        self._last_ic: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                t = WrapperTransport.__new__(WrapperTransport)
+                t.sock = self.request
+                while True:
+                    try:
+                        src, _dst, length = D.parse_wrapper_header(t._exact(D.WRAPPER_HEADER))
+                        apdu = t._exact(length)
+                    except (DlmsClientError, D.DLMSError, OSError):
+                        return
+                    listener._deliver(src, apdu)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._srv = Server((host, port), Handler)
+        self.host, self.port = self._srv.server_address[:2]
+        self._thread = threading.Thread(target=self._srv.serve_forever, args=(0.05,), daemon=True)
+
+    def _deliver(self, src: int, raw: bytes) -> None:
+        try:
+            apdu = D.decode_apdu(raw)
+            title, authenticated = None, False
+            if isinstance(apdu, D.CipheredApdu):
+                title = apdu.system_title
+                if title is None or title not in self.keys:
+                    raise D.DLMSError("ciphered push from an unknown system title")
+                ic = apdu.invocation_counter
+                with self._lock:
+                    if ic <= self._last_ic.get(title, 0):
+                        raise D.DLMSError("replayed push (invocation counter not increasing)")
+                    ek, ak = self.keys[title]
+                    apdu = D.decode_apdu(D.decipher_apdu(apdu, system_title=title, ek=ek, ak=ak))
+                    self._last_ic[title] = ic
+                authenticated = True
+            if not isinstance(apdu, D.DataNotification):
+                raise D.DLMSError("not a data-notification")
+            when = D.octets_to_datetime(apdu.when).to_datetime() if apdu.when else None
+        except D.DLMSError:
+            with self._lock:
+                self.rejected += 1
+            return
+        self.on_notification(Notification(src, apdu.long_invoke_id, when, apdu.body, title, authenticated))
+
+    def start(self) -> NotificationListener:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()
+
+    def __enter__(self) -> NotificationListener:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def read_invocation_counter(transport: Transport) -> int:
     """Read 0.0.43.1.0.255 (the counter the meter expects next) through the public client."""
     with DlmsClient(transport, Security("none")) as c:

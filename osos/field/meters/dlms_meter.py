@@ -608,6 +608,31 @@ class SimulatedDlmsMeter:
             seen = max(self.client_ic.values(), default=0)
         return D.u32(seen + 1)
 
+    # push (data notification) ----------------------------------------------------------------
+    def push_apdu(self, reason: str = "scheduled", ciphered: bool = False) -> bytes:
+        """A DataNotification carrying the IDIS-style push object list: logical device name, clock,
+        total import energy, relay state and the last event code (HES-11 pushed alarms, HES-34).
+        Ciphered pushes use general-glo-cipher so the listener learns the meter's system title."""
+        with self.lock:
+            now = self.local_now()
+            last_event = self.events[-1][1] if self.events else 0
+            self._push_id = getattr(self, "_push_id", 0) + 1
+            body = D.struct_(
+                D.octets(self.profile.logical_device_name.encode("ascii")),
+                D.visible(reason),
+                D.octets(D.datetime_to_octets(now)),
+                D.u32(self.registers()[0]),
+                D.boolean(self.disconnector.output_state),
+                D.u8(last_event),
+            )
+            plain = D.encode_apdu(D.DataNotification(body, self._push_id, D.datetime_to_octets(now)))
+            if not ciphered:
+                return plain
+            if self.secrets.ek is None or self.secrets.ak is None:
+                raise ValueError("a ciphered push needs the meter's keys")
+            return D.cipher_apdu(plain, system_title=self.system_title, invocation_counter=self.next_server_ic(),
+                                 ek=self.secrets.ek, ak=self.secrets.ak, general=True)
+
     def new_session(self, client_sap: int) -> MeterSession:
         return MeterSession(self, client_sap)
 

@@ -57,6 +57,15 @@ class _WrapperHandler(socketserver.BaseRequestHandler):
                 sock.sendall(D.wrap(reply, METER_WPORT, src))
 
 
+def send_push(meter: SimulatedDlmsMeter, host: str, port: int, *, reason: str = "scheduled", ciphered: bool = False,
+              destination_wport: int = 102, timeout: float = 5.0) -> None:
+    """Open a TCP connection to a listener and send one DataNotification in a wrapper frame
+    (source wPort 1 = the management logical device)."""
+    apdu = meter.push_apdu(reason, ciphered)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(D.wrap(apdu, METER_WPORT, destination_wport))
+
+
 class _WrapperTCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
