@@ -200,3 +200,34 @@ def test_toml_form_builds_same_calendar() -> None:
     assert toml_cal.special_days == SPECIALS
     with pytest.raises(CalendarError):
         ActivityCalendar.from_toml({"seasons": [{"name": "x"}]})
+
+
+_leaf = st.one_of(st.binary(max_size=13), st.integers(-2, 70000), st.text(max_size=3), st.none())
+_value = st.recursive(
+    _leaf, lambda kids: st.one_of(st.lists(kids, max_size=8), st.tuples(kids, kids, kids)), max_leaves=30
+)
+
+
+def _decode_or_calendar_error(values: dict) -> None:
+    try:
+        cal = ActivityCalendar.from_dlms(values)
+    except CalendarError:
+        return
+    assert ActivityCalendar.from_dlms(cal.to_dlms()) == cal
+
+
+@given(st.fixed_dictionaries({
+    "season_profile_active": _value, "week_profile_table_active": _value, "day_profile_table_active": _value,
+    "special_days_table": _value,
+}))
+def test_random_structures_only_raise_calendar_error(values: dict) -> None:
+    _decode_or_calendar_error(values)
+
+
+@given(st.binary(min_size=12, max_size=12))
+def test_any_12_bytes_decode_or_calendar_error(raw: bytes) -> None:
+    try:
+        dt = CosemDateTime.from_bytes(raw)
+    except CalendarError:
+        return
+    assert CosemDateTime.from_bytes(dt.to_bytes()) == dt

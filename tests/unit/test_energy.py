@@ -389,3 +389,38 @@ def test_grid_totals_equal_generic_totals_with_holidays_and_seasons() -> None:  
         assert Decimal(int(round_minor(exact[row : row + 1], 2)[0])) / 100 == profile_bill.total
     with pytest.raises(TariffError):
         grid_band_totals(idx[:-1], data[:, :-1], 96, 4)
+
+
+# --- bad input never crashes ---------------------------------------------------------------------------
+
+_csv_text = st.lists(
+    st.one_of(
+        st.text(max_size=40),
+        st.builds(lambda d, q: f"{d.isoformat(sep=' ', timespec='minutes')},{q}",
+                  st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1)),
+                  st.one_of(st.decimals(-10, 1000, places=4).map(str), st.text(max_size=6))),
+    ),
+    max_size=12,
+).map("\n".join)
+
+
+def _parse_or_clean_error(text: str) -> None:
+    try:
+        profile = parse_load_profile_csv(text)
+    except TariffError:
+        return
+    bill = bill_load_profile(THREE, profile)
+    assert bill.total_quantity == int(profile.quantity.sum())
+
+
+@settings(max_examples=150)
+@given(_csv_text)
+def test_csv_fuzz_bounded(text: str) -> None:
+    _parse_or_clean_error(text)
+
+
+@pytest.mark.slow
+@settings(max_examples=5000)
+@given(_csv_text)
+def test_csv_fuzz_long(text: str) -> None:
+    _parse_or_clean_error(text)
