@@ -115,7 +115,7 @@ class Event:
 
     t_ms: int
     distance_mm: int
-    kind: str  # hire | distance | time | tier | extra | stop | resume | minimum
+    kind: str  # hire | distance | time | tier | extra | stop | resume
     fare_milli: int
     tariff_no: str
     units: int = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -205,6 +206,13 @@ def _str(table: dict[str, Any], key: str, where: str, default: str | None = None
     return value
 
 
+def _bool(table: dict[str, Any], key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise TariffError(f"{where}.{key}: must be true or false, got {value!r}")
+    return value
+
+
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -388,6 +396,12 @@ def _parse_example(table: Any, where: str, nos: set[str]) -> Example:
         legs.append(ExampleLeg(_dec(leg.get("distance", 0), f"{lw}.distance"),
                                _dec(leg.get("duration_s", 0), f"{lw}.duration_s")))
     total = table.get("expected_total")
+    start = table.get("start")
+    if start is not None:
+        try:
+            datetime.fromisoformat(str(start))
+        except ValueError:
+            raise TariffError(f"{where}.start: not an ISO local date-time: {start!r}") from None
     return Example(
         name=_str(table, "name", where),
         tariff=tariff,
@@ -395,7 +409,7 @@ def _parse_example(table: Any, where: str, nos: set[str]) -> Example:
         expected_fare=_money(_dec(table.get("expected_fare"), f"{where}.expected_fare"), f"{where}.expected_fare"),
         extras=_int(table.get("extras", 0), f"{where}.extras", 0, 255),
         expected_total=None if total is None else _dec(total, f"{where}.expected_total"),
-        start=table.get("start"),
+        start=None if start is None else str(start),
         source=_str(table, "source", where, ""),
     )
 
@@ -469,8 +483,8 @@ def parse_taxi_tariff_set(doc: dict[str, Any], name: str | None = None) -> TaxiT
         tiers=tiers,
         examples=examples,
         tariff_code=_int(doc.get("tariff_code", 0), f"{where}.tariff_code", 0, 65535),
-        only_one_active=bool(doc.get("only_one_active", False)),
-        dst_switch=bool(doc.get("dst_switch", False)),
+        only_one_active=_bool(doc, "only_one_active", where),
+        dst_switch=_bool(doc, "dst_switch", where),
         notes=_str(doc, "notes", where, ""),
     )
 

@@ -192,3 +192,12 @@ def test_toml_syntax_error_is_a_tariff_error(tmp_path: Any) -> None:
     p.write_text("kind = \"taxi\"\nname = \n", encoding="utf-8")
     with pytest.raises(TariffError, match="invalid TOML"):
         read_document(p)
+
+
+def test_example_start_and_boolean_options_are_checked() -> None:
+    d = doc(examples=[{"name": "x", "tariff": "1", "legs": [{"distance": "1", "duration_s": "1"}],
+                       "expected_fare": "3.00", "start": "yesterday"}])
+    with pytest.raises(TariffError, match="ISO local date-time"):
+        parse_taxi_tariff_set(d)
+    with pytest.raises(TariffError, match="true or false"):
+        parse_taxi_tariff_set(doc(only_one_active="yes"))
