@@ -4,6 +4,8 @@ A message leaves the sqlite file only when the broker acknowledged it (QoS 1 PUB
 unreachable messages pile up and are sent again in their original order, with their original referenceId,
 once it is back; the head-end deduplicates by referenceId, so a resend after a lost PUBACK is harmless.
 The queue is bounded: past ``max_messages`` the oldest are dropped, with a log line saying how many.
+Urgent messages (alarms for the emergency topic, HES-24) form their own lane that is served first, so a
+power-loss alarm never waits behind a backlog of load profiles; within each lane the order is kept.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Queued:
     payload: bytes
     function: str
     reference_id: str
+    urgent: bool = False
 
 
 class Outbox:
@@ -46,15 +49,18 @@ class Outbox:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS outbox ("
             " seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,"
-            " function TEXT NOT NULL, reference_id TEXT NOT NULL, created REAL NOT NULL)"
+            " function TEXT NOT NULL, reference_id TEXT NOT NULL, created REAL NOT NULL,"
+            " urgent INTEGER NOT NULL DEFAULT 0)"
         )
+        self._db.execute("CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (urgent, seq)")
 
-    def put(self, topic: str, payload: bytes, function: str, reference_id: str) -> int:
-        """Store one message; returns its sequence number (the send order)."""
+    def put(self, topic: str, payload: bytes, function: str, reference_id: str, *, urgent: bool = False) -> int:
+        """Store one message; returns its sequence number (the send order within its lane)."""
         with self._lock:
             cur = self._db.execute(
-                "INSERT INTO outbox (topic, payload, function, reference_id, created) VALUES (?, ?, ?, ?, ?)",
-                (topic, payload, function, reference_id, time.time()),
+                "INSERT INTO outbox (topic, payload, function, reference_id, created, urgent)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (topic, payload, function, reference_id, time.time(), int(urgent)),
             )
             seq = int(cur.lastrowid or 0)
             count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
@@ -67,14 +73,16 @@ class Outbox:
                 log.warning("outbox full (%d messages): dropped the %d oldest", self.max_messages, excess)
             return seq
 
-    def pending(self, after: int = 0, limit: int = 100) -> list[Queued]:
-        """Messages with seq > ``after``, oldest first."""
+    def pending(self, after: int = 0, limit: int = 100, *, urgent: bool | None = None) -> list[Queued]:
+        """Messages with seq > ``after``, oldest first; ``urgent`` picks one lane (None: both, in seq order)."""
+        lane = "" if urgent is None else f" AND urgent = {int(urgent)}"
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, topic, payload, function, reference_id FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, topic, payload, function, reference_id, urgent FROM outbox"
+                f" WHERE seq > ?{lane} ORDER BY seq LIMIT ?",
                 (after, limit),
             ).fetchall()
-        return [Queued(int(r[0]), r[1], bytes(r[2]), r[3], r[4]) for r in rows]
+        return [Queued(int(r[0]), r[1], bytes(r[2]), r[3], r[4], bool(r[5])) for r in rows]
 
     def ack(self, seq: int) -> None:
         """The broker has the message: forget it."""

@@ -94,7 +94,10 @@ class Fleet:
         model.advance(self._t0_sim)
         return SimMeter(model, brand, address=serial)
 
-    def _build(self) -> None:
+    def build(self) -> Fleet:
+        """Create the meters, their buses and the (not yet connected) gateways; idempotent."""
+        if self.units:
+            return self
         used: set[str] = set()
         for index in range(self.count):
             meters = []
@@ -136,10 +139,11 @@ class Fleet:
             )
             gateway = Gateway(config, configs, clock=self.sim_now)
             self.units.append(SimGateway(gateway, server, meters, configs))
+        return self
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Fleet:
-        self._build()
+        self.build()
         for unit in self.units:
             unit.gateway.start()
         if self.events:
@@ -152,7 +156,7 @@ class Fleet:
         if self._injector is not None:
             self._injector.join(timeout=5)
         for unit in self.units:
-            unit.gateway.stop()
+            unit.gateway.stop()  # also fine for a gateway that was built but never started
             unit.server.stop()
 
     def __enter__(self) -> Fleet:

@@ -158,6 +158,7 @@ class Gateway:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = lambda *args: self._wake.set()  # a PUBACK: let the publisher settle the outbox
         self._client = client
         for target, name in ((self._publisher, "pub"), (self._worker, "work"), (self._scheduler, "sched")):
             thread = threading.Thread(target=target, name=f"gw-{self.config.serial}-{name}", daemon=True)
@@ -274,20 +275,21 @@ class Gateway:
         """Queue one uplink message durably and return its referenceId."""
         message = mass.make(function, self.device, reference_id=reference_id, response=response, status=status)
         topic = self.topics.emergency(self.device) if emergency else self.topics.uplink(self.device)
-        self.outbox.put(topic, mass.encode(message), function, message["referenceId"])
+        self.outbox.put(topic, mass.encode(message), function, message["referenceId"], urgent=emergency)
         self._wake.set()
         return str(message["referenceId"])
 
     def _publisher(self) -> None:
-        """Send the outbox in order; drop a message from it only once its PUBACK arrived."""
+        """Send the outbox in order, urgent lane first; drop a message only once its PUBACK arrived."""
         inflight: list[tuple[int, Any]] = []
-        last_sent = 0
+        last_sent = {True: 0, False: 0}
         generation = self._generation
         while not self._stop.is_set():
-            self._wake.wait(0.05)
+            self._wake.wait(0.5)
             self._wake.clear()
             if generation != self._generation or not self.connected.is_set():
-                inflight, last_sent, generation = [], 0, self._generation
+                # after a reconnect everything not yet acknowledged goes again, from the oldest
+                inflight, last_sent, generation = [], {True: 0, False: 0}, self._generation
                 continue
             still = []
             for seq, info in inflight:
@@ -296,15 +298,14 @@ class Gateway:
                 else:
                     still.append((seq, info))
             inflight = still
-            room = self.config.publish_window - len(inflight)
-            if room <= 0:
-                continue
-            for item in self.outbox.pending(after=last_sent, limit=room):
-                info = self._client.publish(item.topic, item.payload, qos=1, properties=self._properties(item))
-                inflight.append((item.seq, info))
-                last_sent = item.seq
-            if inflight:
-                self._wake.set()
+            for urgent in (True, False):
+                room = self.config.publish_window - len(inflight)
+                if room <= 0:
+                    break
+                for item in self.outbox.pending(after=last_sent[urgent], limit=room, urgent=urgent):
+                    info = self._client.publish(item.topic, item.payload, qos=1, properties=self._properties(item))
+                    inflight.append((item.seq, info))
+                    last_sent[urgent] = item.seq
 
     def _properties(self, item: Any) -> Any:
         if self.config.mqtt_protocol != "v5":

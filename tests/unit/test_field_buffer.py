@@ -53,3 +53,15 @@ def test_frame_splitting_and_bcc_check() -> None:
     broken = a[:-1] + bytes([a[-1] ^ 1])
     assert not bcc_ok(broken + b)
     assert not bcc_ok(b"")
+
+
+def test_urgent_lane_is_separate_and_ordered(tmp_path) -> None:  # covers HES-24
+    box = Outbox(tmp_path / "o.sqlite3")
+    box.put("t", b"a", "read", "n1")
+    box.put("e", b"b", "alarm", "u1", urgent=True)
+    box.put("t", b"c", "read", "n2")
+    box.put("e", b"d", "alarm", "u2", urgent=True)
+    assert [q.reference_id for q in box.pending(urgent=True)] == ["u1", "u2"]
+    assert [q.reference_id for q in box.pending(urgent=False)] == ["n1", "n2"]
+    assert [q.reference_id for q in box.pending()] == ["n1", "u1", "n2", "u2"]
+    assert all(q.urgent for q in box.pending(urgent=True))

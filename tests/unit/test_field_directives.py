@@ -264,3 +264,17 @@ def test_link_urls() -> None:
             LinkSpec.parse(bad)
     with pytest.raises(LinkError):
         LinkSpec.parse("serial:///dev/does-not-exist-osos").open()
+
+
+def test_gateway_discovers_meters_given_only_by_link(tmp_path) -> None:  # covers AMR-7, HES-9
+    from osos.field.gateway import Gateway, GatewayConfig, MeterConfig
+
+    meter = sim("viko", "three-phase", "81234567", address="81234567")
+    with TcpMeterServer([meter], clock=lambda: NOW) as server:
+        config = MeterConfig(link=f"{server.url}?address=81234567")
+        gw = Gateway(GatewayConfig(flag="OSS", serial="1", data_dir=tmp_path), [config])
+        try:
+            gw.discover()
+        finally:
+            gw.stop()
+    assert (config.flag, config.serial, config.model) == ("VIK", "81234567", "VEM-T31")

@@ -49,7 +49,7 @@ class TcpMeterServer:
         self.meters = meters
         self.clock = clock
         self._sock = socket.create_server((host, port))
-        self._sock.settimeout(0.2)
+        self._sock.settimeout(0.05)
         self.host, self.port = self._sock.getsockname()[:2]
         self.negotiated: list[int] = []
         self.connections = 0
@@ -87,7 +87,7 @@ class TcpMeterServer:
 
     def _session(self, conn: socket.socket) -> None:
         session = IecPortSession(self.meters, self.clock)
-        conn.settimeout(0.2)
+        conn.settimeout(0.05)
         while not self._stop.is_set():
             try:
                 data = conn.recv(4096)
