@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 tariff_app = typer.Typer(help="Tariff library: list, show and validate tariff files.", no_args_is_help=True)
 
 
+_MAX_VALUE = 10**9  # s, m or pulses: keeps every sample inside int64 in ms / mm / um
+
+
 class TripCsvError(ValueError):
     """A trip CSV problem, with the 1-based line number."""
 
@@ -58,6 +61,8 @@ def read_trip_csv(text: str, k_per_km: int | None = None) -> list[tuple[int, int
             raise TripCsvError(f"line {line}: {name} is not a number: {value!r}") from None
         if not d.is_finite() or d < 0:
             raise TripCsvError(f"line {line}: {name} must be a finite number >= 0, got {value!r}")
+        if d > _MAX_VALUE:
+            raise TripCsvError(f"line {line}: {name} {value!r} is out of range (max {_MAX_VALUE})")
         return d
 
     for line, row in enumerate(rows, start=2):

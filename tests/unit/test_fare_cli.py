@@ -92,6 +92,7 @@ max_extras = 3
         ("", "line 1: empty"),
         ("t_s,distance_m\n", "no samples"),
         ("t_s,distance_m\n0,-5\n", "line 2: distance_m must be"),
+        ("t_s,distance_m\n1e30,0\n", "line 2: t_s '1e30' is out of range"),
     ],
 )
 def test_bad_csv_is_one_line_with_line_number_and_exit_2(tmp_path: Path, text: str, fragment: str) -> None:

@@ -158,3 +158,47 @@ def test_vectorised_replay_across_chunks_and_tier_crossings() -> None:
     a = replay(ts, [(int(x), int(y)) for x, y in arr], start)
     b = replay(ts, arr, start)
     assert a == b and a.time_units > 0 and a.distance_units > 0
+
+
+_junk = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                  st.text(max_size=12), st.lists(st.integers(), max_size=3),
+                  st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["top", "tariff", "tier", "example"]), st.text(min_size=1, max_size=20), _junk)
+def test_any_malformed_tariff_document_gives_a_tariff_error(where: str, key: str, value: Any) -> None:
+    # bad input never escapes as another exception type
+    from osos.tariff.errors import TariffError
+
+    doc: dict[str, Any] = {
+        "kind": "taxi", "name": "f", "city": "F", "country": "XX", "year": 2026, "currency": "EUR",
+        "source": {"url": "https://example.org", "title": "t", "accessed": "2026-11-21"},
+        "tariffs": [{"no": "1", "opening_fare": "3", "monetary_step": "0.2", "km_fare": "2",
+                     "hourly_fare": "30", "tiers": ["a"]}],
+        "tiers": [{"id": "a", "kind": "distance", "limit": "1000", "km_fare": "1.5"}],
+        "examples": [{"name": "e", "tariff": "1", "legs": [{"distance": "100", "duration_s": "10"}],
+                      "expected_fare": "3"}],
+    }
+    target = {"top": doc, "tariff": doc["tariffs"][0], "tier": doc["tiers"][0],
+              "example": doc["examples"][0]}[where]
+    known = list(target)
+    target[known[len(key) % len(known)] if key.isdigit() else key] = value
+    try:
+        ts = parse_taxi_tariff_set(doc)
+    except TariffError as exc:
+        assert str(exc)  # a reason, naming where
+    else:
+        assert ts.tariffs[0].unit_distance > 0 and ts.tariffs[0].unit_time_s > 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="t_sdistancempulsextr,0123456789.-\n x", max_size=200))
+def test_any_malformed_trip_csv_gives_a_trip_csv_error(text: str) -> None:
+    from osos.cli.fare import TripCsvError, read_trip_csv
+
+    try:
+        rows = read_trip_csv(text, 5000)
+    except TripCsvError:
+        return
+    assert all(r[0] >= 0 and r[1] >= 0 for r in rows)
