@@ -437,46 +437,78 @@ def _combos(tiers: list[Tier]) -> list[tuple[Tier, ...]]:
 
 
 def _tier_to_raw(tier: Tier, users: list[TaxiTariff], ts: TaxiTariffSet, scales: dict[str, int]) -> RawTier:
-    """The S3 slots for one tier: chosen so that every tariff using it charges exactly as the model says."""
+    """The S3 slots for one tier (S3 §4.3.5): each side holds a fare, a unit or "unchanged".
+
+    A tier that states fares, units or a monetary step is stored as stated. A tier stated as a new
+    km/hourly fare is resolved against the tariffs that use it and must come out the same for all.
+    """
     where = f"tier {tier.id!r}"
-    tenth = scales["tenth"]
-    slots: set[tuple[int, int, int]] = set()
-    for tariff in users or [None]:  # type: ignore[list-item]
-        if tariff is None:  # unused tier: store what it states
-            eff_udf, eff_ud, eff_utf, eff_ut = (tier.unit_distance_fare, tier.unit_distance, tier.unit_time_fare,
-                                                tier.unit_time_s)
-            base = (None, None, None, None)
-        else:
-            eff = overlay(tariff, tier, ts.distance_unit)
-            eff_udf, eff_ud, eff_utf, eff_ut = (eff.unit_distance_fare, eff.unit_distance, eff.unit_time_fare,
-                                                eff.unit_time_s)
-            base = (tariff.unit_distance_fare, tariff.unit_distance, tariff.unit_time_fare, tariff.unit_time_s)
-        step = 0
-        d_fare_changed = eff_udf is not None and eff_udf != base[0]
-        t_fare_changed = eff_utf is not None and eff_utf != base[2]
-        if d_fare_changed and t_fare_changed and eff_udf == eff_utf and (eff_ud != base[1] or eff_ut != base[3]):
-            # a new monetary step: both unit fares become the step, the units are stated (S3 Table 4.7)
-            step_minor = eff_udf * scales["minor"]
-            if step_minor % STEP_BYTE_UNIT:
-                raise TariffBinaryError(f"{where}: monetary step {eff_udf} is not a multiple of the 5-minor-unit byte")
-            step = _scaled(step_minor / STEP_BYTE_UNIT, 1, f"{where} monetary_step", 0xFF)
-            v_d = _KEEP if eff_ud is None else _KEEP + _scaled(eff_ud, 100, f"{where} unit_distance", 0xFFFF - _KEEP)
-            v_t = _KEEP if eff_ut is None else _KEEP + _scaled(eff_ut, 64, f"{where} unit_time_s", 0xFFFF - _KEEP)
-        else:
-            v_d = _slot(eff_udf, eff_ud, base[0], base[1], 100, tenth, f"{where} distance side")
-            v_t = _slot(eff_utf, eff_ut, base[2], base[3], 64, tenth, f"{where} time side")
-        slots.add((v_d, v_t, step))
-    if len(slots) != 1:
-        raise TariffBinaryError(f"{where} changes the tariffs that use it in different ways; the S3 format "
-                                "stores one set of tier values (split it into one tier per tariff)")
-    v_d, v_t, step = slots.pop()
+    if tier.km_fare is None and tier.hourly_fare is None:
+        v_d, v_t, step = _stated_slots(tier, scales, where)
+    else:
+        slots = {_resolved_slots(tier, t, ts, scales, where) for t in users}
+        if len(slots) != 1:
+            raise TariffBinaryError(f"{where} is stated as a km/hourly fare that changes its tariffs in different "
+                                    "ways (or no tariff uses it); the S3 format stores one set of tier values")
+        v_d, v_t, step = slots.pop()
     target = ord(tier.switch_to) if tier.switch_to else 0
     if tier.kind == "amount":
-        limit = _scaled(tier.limit, tenth, f"{where} limit", 0xFFFFFFFF)
+        limit = _scaled(tier.limit, scales["tenth"], f"{where} limit", 0xFFFFFFFF)
     else:
         limit_max = {"distance": 0xFFFFFFFF, "time": 0xFFFF, "speed": 0xFF}[tier.kind]
         limit = _scaled(tier.limit, 1, f"{where} limit", limit_max)
     return RawTier(target, limit, v_d, v_t, step, dwell=tier.dwell_s)
+
+
+def _step_byte(step: Decimal, scales: dict[str, int], where: str) -> int:
+    step_minor = step * scales["minor"]
+    if step_minor % STEP_BYTE_UNIT:
+        raise TariffBinaryError(f"{where}: monetary step {step} is not a multiple of the byte's 5 minor units")
+    n = _scaled(step_minor / STEP_BYTE_UNIT, 1, f"{where} monetary_step", 0xFF)
+    if n == 0:
+        raise TariffBinaryError(f"{where}: a zero monetary step cannot be stored")
+    return n
+
+
+def _unit_slot(unit: Decimal | None, scale: int, where: str) -> int:
+    if unit is None:
+        return _KEEP
+    raw = _scaled(unit, scale, where, 0xFFFF - TIER_VALUE_OFFSET)
+    if raw == 0:
+        raise TariffBinaryError(f"{where}: a zero unit cannot be stored")
+    return TIER_VALUE_OFFSET + raw
+
+
+def _stated_slots(tier: Tier, scales: dict[str, int], where: str) -> tuple[int, int, int]:
+    if tier.monetary_step is not None:
+        if tier.unit_distance_fare != tier.monetary_step or tier.unit_time_fare != tier.monetary_step:
+            raise TariffBinaryError(f"{where}: unit fares differ from its monetary step")
+        return (_unit_slot(tier.unit_distance, 100, f"{where} unit_distance"),
+                _unit_slot(tier.unit_time_s, 64, f"{where} unit_time_s"), _step_byte(tier.monetary_step, scales, where))
+    sides = []
+    for fare, unit, scale, name in ((tier.unit_distance_fare, tier.unit_distance, 100, "distance"),
+                                    (tier.unit_time_fare, tier.unit_time_s, 64, "time")):
+        if fare is not None and unit is not None:
+            raise TariffBinaryError(f"{where}: states both the unit {name} fare and the unit {name}; "
+                                    "S3 stores one of them")
+        if fare is not None:
+            sides.append(_scaled(fare, scales["tenth"], f"{where} unit {name} fare", TIER_VALUE_OFFSET - 1))
+        else:
+            sides.append(_unit_slot(unit, scale, f"{where} unit {name}"))
+    return sides[0], sides[1], 0
+
+
+def _resolved_slots(tier: Tier, tariff: TaxiTariff, ts: TaxiTariffSet, scales: dict[str, int],
+                    where: str) -> tuple[int, int, int]:
+    eff = overlay(tariff, tier, ts.distance_unit)
+    base = (tariff.unit_distance_fare, tariff.unit_distance, tariff.unit_time_fare, tariff.unit_time_s)
+    udf, ud, utf, ut = eff.unit_distance_fare, eff.unit_distance, eff.unit_time_fare, eff.unit_time_s
+    if udf != base[0] and utf != base[2] and udf == utf and (ud != base[1] or ut != base[3]):
+        # a new monetary step: both unit fares become the step, the units are stated (S3 Table 4.7)
+        return (_unit_slot(ud, 100, f"{where} unit_distance"), _unit_slot(ut, 64, f"{where} unit_time_s"),
+                _step_byte(udf, scales, where))
+    return (_slot(udf, ud, base[0], base[1], 100, scales["tenth"], f"{where} distance side"),
+            _slot(utf, ut, base[2], base[3], 64, scales["tenth"], f"{where} time side"), 0)
 
 
 def _slot(fare: Decimal | None, unit: Decimal | None, base_fare: Decimal | None, base_unit: Decimal | None,
@@ -508,8 +540,8 @@ def to_raw(ts: TaxiTariffSet, *, locked: bool = False) -> RawImage:
     minor, tenth = sc["minor"], sc["tenth"]
     options = (OPT_DST_AUTO if ts.dst_switch else 0) | (OPT_LOCKED if locked else 0)
     options |= (OPT_ONLY_ONE_ACTIVE if ts.only_one_active else 0) | (OPT_YARDS if ts.distance_unit == "yd" else 0)
-    if not 1900 <= ts.year <= 0xFFFF:
-        raise TariffBinaryError(f"year {ts.year} cannot be stored")
+    if not 1900 <= ts.year <= 2100:
+        raise TariffBinaryError(f"year {ts.year} outside 1900..2100")
     image = RawImage(tariff_code=ts.tariff_code, options=options, currency=ts.currency, decimals=ts.decimals,
                      year=ts.year)
     # tier tables: per kind, in file order
@@ -560,10 +592,8 @@ def to_raw(ts: TaxiTariffSet, *, locked: bool = False) -> RawImage:
     for t in ts.tariffs:
         d = decoded.tariff(t.no)
         mine = [ts.tier(ref) for ref in t.tiers]
-        theirs = [decoded.tier(ref) for ref in d.tiers]
-        by_key = {(x.kind, x.limit, x.dwell_s): x for x in theirs}
         for combo in _combos(mine):
-            other = tuple(by_key[(x.kind, x.limit, x.dwell_s)] for x in combo)
+            other = tuple(decoded.tier(f"{_TIER_PREFIX[x.kind]}{index[x.id][1]}") for x in combo)
             if _effective(t, combo, ts.distance_unit) != _effective(d, other, ts.distance_unit):
                 ids = ", ".join(x.id for x in combo)
                 raise TariffBinaryError(f"tariff {t.no} with tiers [{ids}] would charge differently after "
@@ -576,6 +606,8 @@ def from_raw(image: RawImage) -> TaxiTariffSet:
     sc = _scales(image.decimals)
     minor, tenth = sc["minor"], sc["tenth"]
     unit = "yd" if image.options & OPT_YARDS else "m"
+    if not 1900 <= image.year <= 2100:
+        raise TariffBinaryError(f"year {image.year} outside 1900..2100", 12)
     tiers: list[Tier] = []
     for kind in TIER_KINDS:
         for i, raw in enumerate(image.tiers[kind], start=1):

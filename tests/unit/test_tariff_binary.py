@@ -237,7 +237,7 @@ def test_tier_fare_of_10_currency_units_or_more_does_not_fit() -> None:
     tiers = [{"id": "x", "kind": "distance", "limit": "1000", "unit_distance_fare": "10.00"}]
     t = {"no": "1", "opening_fare": "1.00", "unit_distance_fare": "0.05", "unit_distance": "100",
          "unit_time_fare": "0.05", "unit_time_s": "10", "tiers": ["x"]}
-    with pytest.raises(TariffError, match="unit fare"):
+    with pytest.raises(TariffError, match="unit distance fare"):
         encode(_set(tariffs=[t], tiers=tiers))
 
 
