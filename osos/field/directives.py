@@ -176,6 +176,10 @@ class Interpreter:
                 raise DirectiveError(f"unknown op {op!r}", step=index)
         except LinkError as exc:
             raise DirectiveError(f"link: {exc}", step=index, fail_code=FAIL_LINK) from None
+        except re.error as exc:  # a pattern that only breaks after ${param} substitution
+            raise DirectiveError(f"bad regex after substitution: {exc}", step=index) from None
+        except UnicodeEncodeError:
+            raise DirectiveError("text must be 8-bit (latin-1) characters", step=index) from None
 
     def _send(self, index: int, step: dict[str, Any], link: Link, result: RunResult) -> None:
         if "hex" in step:
