@@ -187,6 +187,22 @@ def raw_payload_text(payload: bytes) -> tuple[str, str]:
     return "utf-8", text
 
 
+def readable_text(payload: bytes) -> str | None:
+    """A display aid for frames that are text with a few control bytes (IEC 62056-21: STX, ETX, BCC): the control
+    characters become their Unicode "control pictures" (STX -> U+2402), CR LF still break lines. None when the
+    payload is plain text already or mostly binary; the hex or text in ``payload`` stays the authoritative form."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    controls = sum(1 for c in text if (ord(c) < 32 and c not in "\r\n\t") or ord(c) == 127)
+    if controls == 0 or controls * 5 > len(text):
+        return None
+    return "".join(
+        c if c in "\r\n\t" or 32 <= ord(c) != 127 else chr(0x2421 if ord(c) == 127 else 0x2400 + ord(c)) for c in text
+    )
+
+
 def raw_with_parsed(conn: Connection, meter_id: int, *, limit: int = 10) -> list[dict[str, Any]]:
     """The meter's latest raw messages (newest first), each with the readings parsed from it (HES-13, HES-47).
 
@@ -235,6 +251,7 @@ def raw_with_parsed(conn: Connection, meter_id: int, *, limit: int = 10) -> list
                 "size": len(raw["payload"]),
                 "encoding": encoding,
                 "payload": text,
+                "readable": readable_text(bytes(raw["payload"])) if encoding == "hex" else None,
                 "parsed": parsed[raw["id"]],
             }
         )

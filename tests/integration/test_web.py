@@ -257,10 +257,36 @@ def test_raw_messages_with_parsed_values(web: Web) -> None:
     # only meter 1's values, although the message also carried meter 2's 1.8.0
     assert [(p["obis"], p["value"], p["unit"]) for p in text["parsed"]] == [
         ("1.8.0", "015214.234", "kWh"), ("1.8.1", "010000.100", "kWh")]
+    assert binary["readable"] is None and text["readable"] is None  # binary stays hex; plain text needs no aid
     limited = web.client.get(f"/api/v1/meters/{web.ids['m1']}/raw", params={"limit": 1}, headers=web.auth("vera"))
     assert [r["id"] for r in limited.json()] == [web.ids["raw_bin"]]
     m2 = web.client.get(f"/api/v1/meters/{web.ids['m2']}/raw", headers=web.auth("vera")).json()
     assert [(r["id"], [p["value"] for p in r["parsed"]]) for r in m2] == [(web.ids["raw_json"], ["000042.000"])]
+
+
+def test_text_frame_with_control_bytes_gets_a_readable_view(web: Web) -> None:
+    """An IEC 62056-21 block forwarded transparently: STX/ETX/BCC make it non-text, but it is readable."""
+    bcc = 0
+    for byte in IEC_BLOCK[1:-1].encode():  # BCC = XOR from after STX up to and including ETX (IEC 62056-21)
+        bcc ^= byte
+    frame = IEC_BLOCK[:-1].encode() + bytes([bcc])
+    with web.engine.begin() as conn:
+        raw_id = conn.execute(insert(raw_messages).values(
+            dedup_key="ELM55550001|transparent|t-1|0", received_at=NOW, topic="mass/device/ABC/MDM0001/to_server",
+            device_flag="ABC", device_serial="MDM0001", function="transparent", payload=frame, status="ok",
+        )).inserted_primary_key[0]
+        conn.execute(insert(readings).values(raw_id=raw_id, meter_id=web.ids["m3"], obis="1.8.0", value="015214.234",
+                                             unit="kWh", read_at=NOW))
+    raw = web.client.get(f"/api/v1/meters/{web.ids['m3']}/raw", headers=web.auth("vera")).json()
+    assert len(raw) == 1 and raw[0]["encoding"] == "hex" and bytes.fromhex(raw[0]["payload"]) == frame
+    pictures = {0x02: "\u2402", 0x03: "\u2403"}
+    expected = "".join(pictures.get(ord(c), c) for c in IEC_BLOCK[:-1])
+    expected += chr(bcc) if 32 <= bcc < 127 else chr(0x2400 + bcc)
+    assert raw[0]["readable"] == expected
+    assert ui_login(web, "vera").status_code == 303
+    page = web.client.get(f"/meters/{web.ids['m3']}").text
+    assert "\u2402F.F(00)" in page and "1.8.0(015214.234*kWh)" in page  # the readable view ...
+    assert frame.hex() in page  # ... and the exact bytes in hex
 
 
 def test_orders_roles_and_status(web: Web) -> None:
