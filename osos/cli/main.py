@@ -22,6 +22,7 @@ def _root() -> None:
 # Keep the imports light: heavy libraries are imported inside the command functions.
 from osos.cli import bill as _bill  # noqa: E402
 from osos.cli import decode as _decode  # noqa: E402
+from osos.cli import dlms as _dlms  # noqa: E402
 from osos.cli import fare as _fare  # noqa: E402
 from osos.cli import field as _field  # noqa: E402
 from osos.cli import server as _server  # noqa: E402
@@ -29,6 +30,7 @@ from osos.cli import users as _users  # noqa: E402
 
 _bill.register(app)
 _decode.register(app)
+_dlms.register(app)
 _fare.register(app)
 _field.register(app)
 _server.register(app)
