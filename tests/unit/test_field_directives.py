@@ -105,8 +105,11 @@ def test_load_profile_by_range_and_time_set(tcp_pair) -> None:  # covers AMR-5, 
     assert [t for t, _ in profile.entries()] == [datetime(2026, 6, 1, 1, 0) + timedelta(minutes=15 * i)
                                                  for i in range(5)]
     assert {row[0].value for _, row in profile.entries()} == {"0.500"}
-    run(server, "time-set", password="12345678", time="12:30:00", date="26-06-02")
+    result = run(server, "time-set", password="12345678", time="12:30:00", date="26-06-02")
     assert meter.model.meter_time().replace(tzinfo=None) == datetime(2026, 6, 2, 12, 30)
+    body = read_response(meter={"flag": "MKL", "serialNumber": "70000001"}, directive=STD["time-set"],
+                         result=result, read_date=NOW)
+    assert body["values"]["0.9.1"]["value"] == "12:30:00" and body["values"]["0.9.2"]["value"] == "26-06-02"
 
 
 def test_several_meters_on_one_port_by_address() -> None:  # covers HES-38
@@ -278,3 +281,19 @@ def test_gateway_discovers_meters_given_only_by_link(tmp_path) -> None:  # cover
         finally:
             gw.stop()
     assert (config.flag, config.serial, config.model) == ("VIK", "81234567", "VEM-T31")
+
+
+@pytest.mark.parametrize("name", ["readout", "short-read", "load-profile", "time-set"])
+def test_head_end_accepts_what_the_gateway_sends(tcp_pair, name) -> None:  # covers HES-6, HES-47
+    from osos.headend.interpret import interpret
+    from osos.protocols import mass
+
+    server, meter = tcp_pair
+    result = run(server, name, password="12345678", time="03:00:00", date="26-06-01", start="", end="")
+    body = read_response(meter={"flag": "MKL", "serialNumber": "70000001"}, directive=STD[name], result=result,
+                         read_date=NOW)
+    device = mass.Device("OSS", "0000000001")
+    topics = mass.Topics()
+    verdict = interpret(mass.encode(mass.make("read", device, response=body)), topics.uplink(device), topics, NOW)
+    assert verdict.status == "ok", verdict.error
+    assert (verdict.reading.flag, verdict.reading.serial) == ("MKL", "70000001")
