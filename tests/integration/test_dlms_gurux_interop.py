@@ -29,13 +29,15 @@ from osos.field.meters.dlms_server import HdlcTcpServer, WrapperServer  # noqa: 
 TR = dt.timezone(dt.timedelta(hours=3))
 NOW = dt.datetime(2026, 11, 21, 21, 30, tzinfo=dt.UTC)
 PASSWORD = b"Lls-test-pw-7"
+EK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
+AK = bytes.fromhex("D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF")
 
 
 class GuruxSession:
     """Drive GXDLMSClient (which only builds and parses bytes) over a plain TCP socket."""
 
-    def __init__(self, host: str, port: int, interface: Any) -> None:
-        self.client = GXDLMSClient(True, 32, 1, Authentication.LOW, PASSWORD, interface)
+    def __init__(self, host: str, port: int, interface: Any, client: Any = None) -> None:
+        self.client = client or GXDLMSClient(True, 32, 1, Authentication.LOW, PASSWORD, interface)
         self.sock = socket.create_connection((host, port), timeout=10)
 
     def _complete(self, reply: Any) -> None:
@@ -64,6 +66,9 @@ class GuruxSession:
         if self.client.interfaceType == InterfaceType.HDLC:
             self.client.parseUAResponse(self.run(self.client.snrmRequest()).data)
         self.client.parseAareResponse(self.run(self.client.aarqRequest()).data)
+        if self.client.getIsAuthenticationRequired():  # HLS pass 3/4
+            for req in self.client.getApplicationAssociationRequest():
+                self.client.parseApplicationAssociationResponse(self.run(req).data)
 
     def read(self, obj: Any, attr: int) -> Any:
         reply = self.run(self.client.read(obj, attr))
@@ -79,7 +84,7 @@ class GuruxSession:
 
 @pytest.fixture
 def meter() -> SimulatedDlmsMeter:
-    return SimulatedDlmsMeter(lambda: NOW, MeterSecrets(password=PASSWORD))
+    return SimulatedDlmsMeter(lambda: NOW, MeterSecrets(password=PASSWORD, ek=EK, ak=AK))
 
 
 @pytest.fixture
@@ -137,6 +142,39 @@ def test_gurux_remote_disconnect(gurux_wrapper: GuruxSession, meter: SimulatedDl
     assert meter.disconnector.control_state == 0
     gurux_wrapper.read(dc, 2)
     assert dc.outputState is False
+
+
+def test_gurux_reads_the_object_list(gurux_wrapper: GuruxSession, meter: SimulatedDlmsMeter) -> None:
+    reply = gurux_wrapper.run(gurux_wrapper.client.getObjectsRequest())
+    objects = gurux_wrapper.client.parseObjects(reply.data, True)
+    found = {(int(o.objectType), o.logicalName) for o in objects}
+    assert (8, "0.0.1.0.0.255") in found
+    assert (70, "0.0.96.3.10.255") in found
+    assert (7, "1.0.99.1.0.255") in found
+    assert len(objects) == len(meter.objects)
+
+
+def test_gurux_hls_gmac_with_ciphering(meter: SimulatedDlmsMeter) -> None:
+    from gurux_dlms.enums import Security
+    from gurux_dlms.secure import GXDLMSSecureClient
+
+    client = GXDLMSSecureClient(True, 1, 1, Authentication.HIGH_GMAC, None, InterfaceType.WRAPPER)
+    client.ciphering.security = Security.AUTHENTICATION_ENCRYPTION
+    client.ciphering.systemTitle = b"GRX00001"
+    client.ciphering.blockCipherKey = EK
+    client.ciphering.authenticationKey = AK
+    with WrapperServer(meter) as srv:
+        s = GuruxSession(srv.host, srv.port, InterfaceType.WRAPPER, client)
+        s.associate()
+        clock = GXDLMSClock("0.0.1.0.0.255")
+        s.read(clock, 2)
+        assert _as_datetime(clock.time) == NOW.astimezone(TR)
+        reg = GXDLMSRegister("1.0.1.8.0.255")
+        s.read(reg, 3)
+        s.read(reg, 2)
+        assert int(round(reg.value * 10)) == meter.registers()[0]
+        s.close()
+    assert meter.client_ic[b"GRX00001"] >= 3  # the meter tracked Gurux's invocation counter
 
 
 def test_gurux_over_hdlc(meter: SimulatedDlmsMeter) -> None:

@@ -114,3 +114,39 @@ def test_meter_session_answers_any_bytes(data: bytes) -> None:
         assert reply is None or isinstance(reply, bytes)
         if reply:
             D.decode_apdu(reply)  # whatever the meter says is itself well formed
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_meter_answers_well_formed_requests_with_random_values(data: st.DataObject) -> None:
+    """Valid APDUs aimed at real objects with random attribute ids, selectors and values: the meter
+    answers each with a well-formed APDU (an error result is fine, an exception is not)."""
+    meter = SimulatedDlmsMeter(lambda: dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                               MeterSecrets(password=b"12345678", ek=EK, ak=AK))
+    session = meter.new_session(32)
+    from dlms_cosem import enumerations as E
+    from dlms_cosem.protocol import acse, xdlms
+    from dlms_cosem.protocol.xdlms.conformance import Conformance
+
+    aarq = acse.ApplicationAssociationRequest(
+        user_information=acse.UserInformation(content=xdlms.InitiateRequest(
+            proposed_conformance=Conformance(get=True, set=True, action=True, selective_access=True,
+                                             block_transfer_with_get_or_read=True))),
+        authentication=E.AuthenticationMechanism.LLS, authentication_value=b"12345678")
+    assert session.handle(bytes(aarq.to_bytes()))[0] == 0x61
+    key = data.draw(st.sampled_from(sorted(meter.objects, key=lambda k: (k[0], k[1]))))
+    index = data.draw(st.integers(0, 12))
+    value = data.draw(_data())
+    kind = data.draw(st.sampled_from(["get", "set", "action"]))
+    ref = D.AttributeRef(key[0], key[1], index)
+    if kind == "get":
+        access = data.draw(st.one_of(st.none(), st.builds(D.AccessSelection, st.integers(0, 3), st.just(value))))
+        apdu = D.GetRequest(ref, access)
+    elif kind == "set":
+        apdu = D.SetRequest(ref, value)
+    else:
+        apdu = D.ActionRequest(ref, data.draw(st.one_of(st.none(), st.just(value))))
+    reply = session.handle(D.encode_apdu(apdu))
+    assert reply is not None
+    decoded = D.decode_apdu(reply)
+    assert not isinstance(decoded, D.ExceptionResponse)
