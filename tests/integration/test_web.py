@@ -392,6 +392,10 @@ def test_ui_pages_search_meter_page_and_language(web: Web) -> None:
     assert str(escape(RAW_JSON)) in html  # ... and the JSON message as text, whole (HTML-escaped)
     assert 'id="read-now"' not in html and "may view this meter but not start a reading" in html  # viewer
     assert not re.search(r'(src|href)="(https?:)?//', html)  # no CDN, no plug-in: all assets are ours
+    assert not re.search(r"<script>|<script [^>]*>[^<]", html) and "style=" not in html  # nothing inline ...
+    csp = page.headers["content-security-policy"]  # ... so the strict policy holds
+    assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
     assert "000042.000" not in html  # meter 2's value from the shared message is not shown as meter 1's
     fragment = web.client.get(f"/meters/{web.ids['m1']}/fragments/data")
     assert fragment.status_code == 200 and "015214.234" in fragment.text and "<html" not in fragment.text
@@ -411,6 +415,14 @@ def test_ui_pages_search_meter_page_and_language(web: Web) -> None:
 
     orders_page = web.client.get("/orders")
     assert orders_page.status_code == 200 and "No orders yet." in orders_page.text
+
+
+def test_ui_lists_say_when_they_are_cut(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("osos.web.ui.routes.PAGE_ROWS", 2)  # three meters in the seed
+    assert ui_login(web, "vera").status_code == 303
+    cut = web.client.get("/meters").text
+    assert "Only the first 2 rows are shown" in cut and cut.count('<a href="/meters/') == 2
+    assert "Only the first" not in web.client.get("/meters", params={"q": "4000456"}).text
 
 
 def test_ui_read_now_posts_order_with_csrf(web: Web) -> None:

@@ -30,6 +30,7 @@ from osos.web.security import (
 from osos.web.ui.render import obis_name, render, request_language
 
 router = APIRouter(include_in_schema=False)
+PAGE_ROWS = 500  # a screen lists at most this many rows; the search narrows it (the API pages with limit/offset)
 can_read = require("read")
 
 
@@ -122,8 +123,8 @@ def switch_language(request: Request, code: str, next: str | None = Query(None))
 def modems_page(request: Request, q: str | None = Query(None, max_length=64),
                 _: Principal = Depends(can_read)) -> Response:
     with request.app.state.engine.connect() as conn:
-        items = queries.list_modems(conn, now=utcnow(), q=q, limit=500)
-    return render(request, "modems.html", {"modems": items, "q": q or ""})
+        items = queries.list_modems(conn, now=utcnow(), q=q, limit=PAGE_ROWS)
+    return render(request, "modems.html", {"modems": items, "q": q or "", "truncated": len(items) >= PAGE_ROWS})
 
 
 @router.get("/meters")
@@ -135,8 +136,9 @@ def meters_page(
 ) -> Response:
     """Device search (AMR-9, HES-13): serial, installation number or subscriber name."""
     with request.app.state.engine.connect() as conn:
-        items = queries.list_meters(conn, q=q, modem_id=modem, limit=500)
-    return render(request, "meters.html", {"meters": items, "q": q or "", "modem": modem})
+        items = queries.list_meters(conn, q=q, modem_id=modem, limit=PAGE_ROWS)
+    return render(request, "meters.html", {"meters": items, "q": q or "", "modem": modem,
+                                           "truncated": len(items) >= PAGE_ROWS})
 
 
 def _meter_context(request: Request, meter_id: int) -> dict[str, Any]:
@@ -174,8 +176,8 @@ def meter_data_fragment(meter_id: int, request: Request, _: Principal = Depends(
 def orders_page(request: Request, meter: int | None = Query(None), _: Principal = Depends(can_read)) -> Response:
     """Order status (HES-13 order management, first screen)."""
     with request.app.state.engine.connect() as conn:
-        items = queries.list_orders(conn, meter_id=meter, limit=200)
-    return render(request, "orders.html", {"orders": items, "meter": meter})
+        items = queries.list_orders(conn, meter_id=meter, limit=PAGE_ROWS)
+    return render(request, "orders.html", {"orders": items, "meter": meter, "truncated": len(items) >= PAGE_ROWS})
 
 
 def login_redirect(request: Request) -> RedirectResponse:
