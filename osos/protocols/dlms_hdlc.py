@@ -195,7 +195,7 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[bytes]:
         self.buf += data
-        frames = []
+        frames: list[bytes] = []
         while True:
             while self.buf and self.buf[0] != FLAG:
                 del self.buf[0]  # noise before a frame

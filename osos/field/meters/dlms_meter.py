@@ -437,11 +437,11 @@ class CalendarStore(CosemObject):
     def __init__(self, meter: SimulatedDlmsMeter, obis: bytes, class_id: int,
                  attrs: dict[int, D.Data], writable: set[int], methods: tuple[int, ...] = ()) -> None:
         super().__init__(meter, obis)
-        self.class_id = class_id  # type: ignore[misc]
+        self.class_id = class_id
         self.values = attrs
         self.writable = writable
-        self.attributes = (1, *sorted(attrs))  # type: ignore[misc]
-        self.methods = methods  # type: ignore[misc]
+        self.attributes = (1, *sorted(attrs))
+        self.methods = methods
 
     def get(self, attr: int, access: D.AccessSelection | None) -> D.Data:
         if attr in self.values:
