@@ -187,10 +187,16 @@ def raw_payload_text(payload: bytes) -> tuple[str, str]:
     return "utf-8", text
 
 
+CONTROL_NAMES = (
+    "NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL", "BS", "HT", "LF", "VT", "FF", "CR", "SO", "SI",
+    "DLE", "DC1", "DC2", "DC3", "DC4", "NAK", "SYN", "ETB", "CAN", "EM", "SUB", "ESC", "FS", "GS", "RS", "US",
+)  # ASCII names of bytes 0..31
+
+
 def readable_text(payload: bytes) -> str | None:
-    """A display aid for frames that are text with a few control bytes (IEC 62056-21: STX, ETX, BCC): the control
-    characters become their Unicode "control pictures" (STX -> U+2402), CR LF still break lines. None when the
-    payload is plain text already or mostly binary; the hex or text in ``payload`` stays the authoritative form."""
+    """A display aid for frames that are text with a few control bytes (IEC 62056-21: STX, ETX, BCC): each control
+    byte becomes its ASCII name in angle brackets (``<STX>``); CR LF still break lines. None when the payload is
+    plain text already or mostly binary; the hex or text in ``payload`` stays the authoritative form."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -198,9 +204,13 @@ def readable_text(payload: bytes) -> str | None:
     controls = sum(1 for c in text if (ord(c) < 32 and c not in "\r\n\t") or ord(c) == 127)
     if controls == 0 or controls * 5 > len(text):
         return None
-    return "".join(
-        c if c in "\r\n\t" or 32 <= ord(c) != 127 else chr(0x2421 if ord(c) == 127 else 0x2400 + ord(c)) for c in text
-    )
+    out = []
+    for c in text:
+        if c in "\r\n\t" or 32 <= ord(c) < 127 or ord(c) > 127:
+            out.append(c)
+        else:
+            out.append("<DEL>" if ord(c) == 127 else f"<{CONTROL_NAMES[ord(c)]}>")
+    return "".join(out)
 
 
 def raw_with_parsed(conn: Connection, meter_id: int, *, limit: int = 10) -> list[dict[str, Any]]:

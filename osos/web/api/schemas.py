@@ -91,7 +91,7 @@ class RawMessage(BaseModel):
     encoding: Literal["utf-8", "hex"] = Field(description="how `payload` renders the stored bytes")
     payload: str
     readable: str | None = Field(
-        description="for text frames with control bytes (STX, ETX, BCC): the text with control pictures (U+2400..)"
+        description="for text frames with control bytes (STX, ETX, BCC): the text with <STX>-style names for them"
     )
     parsed: list[ParsedValue] = Field(description="this meter's readings parsed from the message (HES-13)")
 
