@@ -244,6 +244,18 @@ def encode_data(d: Data) -> bytes:
     return bytes(out)
 
 
+_TYPE_BY_TAG = {int(t): t for t in DataType}
+_NAME = {t: t.name.lower() for t in DataType}
+
+
+def _fast(t: DataType, value: Any = None) -> Data:
+    """Build a Data the decoder has already validated, skipping __post_init__ (hot path)."""
+    d = object.__new__(Data)
+    object.__setattr__(d, "type", t)
+    object.__setattr__(d, "value", value)
+    return d
+
+
 def decode_data(buf: bytes, pos: int = 0, _depth: int = 0) -> tuple[Data, int]:
     """Decode one Data at ``pos``; returns it and the position after it."""
     if _depth > MAX_DEPTH:
@@ -251,45 +263,45 @@ def decode_data(buf: bytes, pos: int = 0, _depth: int = 0) -> tuple[Data, int]:
     if pos >= len(buf):
         raise DLMSError("data tag expected, input ends", pos)
     tag = buf[pos]
-    try:
-        t = DataType(tag)
-    except ValueError:
-        raise DLMSError(f"unknown data type tag {tag}", pos) from None
+    found = _TYPE_BY_TAG.get(tag)
+    if found is None:
+        raise DLMSError(f"unknown data type tag {tag}", pos)
+    t = found
     p = pos + 1
     if t in (DataType.NULL, DataType.DONT_CARE):
-        return Data(t), p
+        return _fast(t), p
     if t in (DataType.ARRAY, DataType.STRUCTURE):
         count, p = decode_length(buf, p)
         if count > len(buf) - p:  # every element needs at least its tag byte
-            raise DLMSError(f"{t.name.lower()} of {count} elements cannot fit", pos)
+            raise DLMSError(f"{_NAME[t]} of {count} elements cannot fit", pos)
         items = []
         for _ in range(count):
             item, p = decode_data(buf, p, _depth + 1)
             items.append(item)
-        return Data(t, tuple(items)), p
+        return _fast(t, tuple(items)), p
     if t is DataType.BOOLEAN:
         raw, p = _take(buf, p, 1, "boolean")
-        return Data(t, raw[0] != 0), p
+        return _fast(t, raw[0] != 0), p
     if t is DataType.BIT_STRING:
         nbits, p = decode_length(buf, p)
         raw, p = _take(buf, p, (nbits + 7) // 8, "bit-string")
-        return Data(t, "".join(f"{b:08b}" for b in raw)[:nbits]), p
+        return _fast(t, "".join(f"{b:08b}" for b in raw)[:nbits]), p
     if t in _INT_TYPES:
         size, signed = _INT_TYPES[t]
-        raw, p = _take(buf, p, size, t.name.lower())
-        return Data(t, int.from_bytes(raw, "big", signed=signed)), p
+        raw, p = _take(buf, p, size, _NAME[t])
+        return _fast(t, int.from_bytes(raw, "big", signed=signed)), p
     if t in _FIXED_OCTETS:
-        raw, p = _take(buf, p, _FIXED_OCTETS[t], t.name.lower())
-        return Data(t, raw), p
+        raw, p = _take(buf, p, _FIXED_OCTETS[t], _NAME[t])
+        return _fast(t, raw), p
     n, p = decode_length(buf, p)
-    raw, p = _take(buf, p, n, t.name.lower())
+    raw, p = _take(buf, p, n, _NAME[t])
     if t is DataType.OCTET_STRING:
-        return Data(t, raw), p
+        return _fast(t, raw), p
     try:
         text = raw.decode("ascii" if t is DataType.VISIBLE_STRING else "utf-8")
     except UnicodeDecodeError:
-        raise DLMSError(f"{t.name.lower()} is not valid text", pos) from None
-    return Data(t, text), p
+        raise DLMSError(f"{_NAME[t]} is not valid text", pos) from None
+    return _fast(t, text), p
 
 
 def decode_data_exact(buf: bytes) -> Data:
