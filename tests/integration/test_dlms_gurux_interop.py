@@ -132,8 +132,8 @@ def test_gurux_reads_load_profile_by_range(gurux_wrapper: GuruxSession, meter: S
 
     whole = GXDLMSProfileGeneric("1.0.99.1.0.255")
     whole.captureObjects = pg.captureObjects
-    gurux_wrapper.read(whole, 2)  # 168 rows: Gurux follows our block transfer
-    assert len(whole.buffer) == 168
+    gurux_wrapper.read(whole, 2)  # 169 rows: Gurux follows our block transfer
+    assert len(whole.buffer) == 7 * 24 + 1  # hourly rows + the power-cut entry
 
 
 def test_gurux_remote_disconnect(gurux_wrapper: GuruxSession, meter: SimulatedDlmsMeter) -> None:
@@ -187,7 +187,7 @@ def test_gurux_over_hdlc(meter: SimulatedDlmsMeter) -> None:
         pg = GXDLMSProfileGeneric("1.0.99.1.0.255")
         s.read(pg, 3)
         s.read(pg, 2)  # long answer: HDLC segments and DLMS blocks together
-        assert len(pg.buffer) == 168
+        assert len(pg.buffer) == 7 * 24 + 1  # hourly rows + the power-cut entry
         s.run(s.client.releaseRequest())
         s.run(s.client.disconnectRequest())
         s.sock.close()

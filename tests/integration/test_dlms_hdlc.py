@@ -42,7 +42,7 @@ def test_lls_over_hdlc_tcp(hdlc_server: HdlcTcpServer) -> None:
                                 dt.datetime(2026, 11, 21, 12, tzinfo=TR))
         c.disconnect()
         assert c.disconnect_state() == (False, 0)
-    assert len(rows) == 168
+    assert len(rows) == 7 * 24 + 1  # hourly rows + the power-cut entry
     assert [r[0].hour for r in ranged] == [10, 11, 12]
     assert not t.connected  # DISC sent and acknowledged on close
 
@@ -53,7 +53,7 @@ def test_small_frames_segment_requests_and_answers(hdlc_server: HdlcTcpServer) -
     with C.DlmsClient(t, C.Security("hls-gmac", ek=EK, ak=AK)) as c:
         assert t.max_info == 32
         assert c.read_clock() == NOW.astimezone(TR)
-        assert len(c.read_profile("1.0.99.1.0.255")) == 168
+        assert len(c.read_profile("1.0.99.1.0.255")) == 7 * 24 + 1  # hourly rows + the power-cut entry
 
 
 def test_same_meter_answers_wrapper_and_hdlc(meter: SimulatedDlmsMeter, hdlc_server: HdlcTcpServer) -> None:

@@ -158,13 +158,19 @@ def test_load_profile_whole_buffer_uses_block_transfer(server: WrapperServer) ->
         sent_before = len(t.sent)
         rows = c.read_profile(PROFILE)
         nexts = [a for a in t.sent[sent_before:] if a[:2] == bytes([0xC0, 0x02])]
-    # history from 2026-11-15 01:00 to the last whole hour, 2026-11-22 00:00 local
-    assert len(rows) == 7 * 24
-    assert rows[0][0] == dt.datetime(2026, 11, 15, 1, tzinfo=TR)
-    assert rows[-1][0] == dt.datetime(2026, 11, 22, 0, tzinfo=TR)
-    assert len(nexts) >= 3  # 168 rows do not fit a 1024-byte APDU: several GetRequestNext
-    for when, status, energy in rows[::17]:
-        assert status == 0
+        events = c.read_profile(EVENT_LOG)
+    # history from 2026-11-15 01:00 to the last whole hour, 2026-11-22 00:00 local, every hour...
+    hourly = [r for r in rows if r[0].minute == 0]
+    assert [r[0] for r in hourly] == [dt.datetime(2026, 11, 15, 1, tzinfo=TR) + dt.timedelta(hours=h)
+                                      for h in range(7 * 24)]
+    assert all(status == 0 for _, status, _ in hourly)
+    # ...plus one entry at the moment of the power cut the event log reports (AMR-5), status bit 7
+    cuts = [when for when, code in events if code == DATA["events"]["power_down"]]
+    assert len(cuts) == 1
+    assert [r for r in rows if r[0].minute != 0] == [(cuts[0], 0x80, expected_registers(cuts[0])[0])]
+    assert len(rows) == 7 * 24 + 1
+    assert len(nexts) >= 3  # 169 rows do not fit a 1024-byte APDU: several GetRequestNext
+    for when, _, energy in hourly[::17]:
         assert energy == expected_registers(when)[0]
 
 
@@ -181,6 +187,14 @@ def test_load_profile_range_returns_only_rows_in_range(server: WrapperServer) ->
     assert rows[1][2] - rows[0][2] == DATA["energy"]["consumption_wh"][10] * 10
     assert utc_rows == rows
     assert empty == []
+
+
+def test_range_around_a_power_cut_includes_its_entry(server: WrapperServer) -> None:
+    with lls(server) as c:
+        cut = next(w for w, code in c.read_profile(EVENT_LOG) if code == DATA["events"]["power_down"])
+        start = cut.replace(minute=0)
+        rows = c.read_profile(PROFILE, start, start + dt.timedelta(hours=1))
+    assert [(r[0], r[1]) for r in rows] == [(start, 0), (cut, 0x80), (start + dt.timedelta(hours=1), 0)]
 
 
 def test_load_profile_entry_selection(server: WrapperServer) -> None:
@@ -217,7 +231,7 @@ def test_hls_gmac_association_and_ciphered_reads(server: WrapperServer) -> None:
     t = CountingTransport(C.WrapperTransport(server.host, server.port, 1))
     with C.DlmsClient(t, C.Security("hls-gmac", ek=EK, ak=AK, system_title=b"OSOHES01")) as c:
         assert c.read_clock() == NOW.astimezone(TR)
-        assert len(c.read_profile(PROFILE)) == 168  # block transfer inside ciphered APDUs
+        assert len(c.read_profile(PROFILE)) == 7 * 24 + 1  # block transfer inside ciphered APDUs
         c.disconnect()
         assert c.disconnect_state() == (False, 0)
     # after the AARQ everything on the wire was ciphered (glo-xxx requests)

@@ -45,6 +45,7 @@ CLASS_DATA, CLASS_REGISTER, CLASS_PROFILE, CLASS_CLOCK = 1, 3, 7, 8
 CLASS_SPECIAL_DAYS, CLASS_ASSOCIATION_LN, CLASS_ACTIVITY_CALENDAR, CLASS_DISCONNECT = 11, 15, 20, 70
 
 HOUR = dt.timedelta(hours=1)
+STATUS_POWER_DOWN = 0x80  # load profile status bit 7 (IDIS AMR profile status)
 
 
 class AccessError(Exception):
@@ -559,6 +560,14 @@ class SimulatedDlmsMeter:
         while t <= hi:
             rows.append(ProfileRow(t, [D.u8(0), D.u32(self.energy.registers(t)[0])]))
             t += HOUR
+        # AMR-5: a power cut writes an entry at the moment of the cut (status bit 7 = power down)
+        lo_raw = first - HOUR if start is None else max(first - HOUR, start.astimezone(self.tz))
+        with self.lock:
+            cuts = [w for w, code in self.events if code == self.profile.events["power_down"] and lo_raw < w <= hi]
+        for w in cuts:
+            if w.minute or w.second or w.microsecond:
+                rows.append(ProfileRow(w, [D.u8(STATUS_POWER_DOWN), D.u32(self.energy.registers(w)[0])]))
+        rows.sort(key=lambda r: r.when)
         return rows
 
     def _event_rows(self, start: dt.datetime | None, end: dt.datetime | None) -> list[ProfileRow]:
