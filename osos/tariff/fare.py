@@ -384,8 +384,8 @@ class Taximeter:
         Each counter's units after k samples are floor((acc + max(0, X_k - opening_left)) / unit)
         ("completed"; ceil for "started"), X_k the cumulative charged distance or time, so a whole
         stretch costs a few array operations. The segment in which a distance, time or amount tier
-        is reached goes through the exact scalar path (``_segment``). Tariffs with speed tiers and
-        values that would overflow int64 use the scalar path throughout.
+        is reached, or a speed tier starts or stops counting, goes through the exact scalar path
+        (``_segment``). Values that would overflow int64 use the scalar path throughout.
         """
         import numpy as np
 
@@ -397,8 +397,9 @@ class Taximeter:
         if n == 0:
             return
         last_t, last_d = self._last_t, self._last_d or 0
-        if (last_t is None or self.state is not State.HIRED or self._tiers.get("speed")
-                or last_t % US_PER_MS or last_d % UM_PER_MM):
+        if (last_t is None or self.state is not State.HIRED
+                or last_t % US_PER_MS or last_d % UM_PER_MM
+                or any(since is not None and since % US_PER_MS for since in self._above_since.values())):
             self._scalar_run(t, d, 0)
             return
         dt_all = np.empty(n, dtype=np.int64)
@@ -453,12 +454,60 @@ class Taximeter:
                 if amount_hit:
                     fare = nd * reg.udf + nt * reg.utf
                     j = min(j, int(np.searchsorted(fare, min(pending["amount"]) - self.metered)))
+            speed_after: list[tuple[str, Any, Any]] = []
+            if self._tiers["speed"]:
+                j, speed_after = self._speed_events(t[i:i + len(dt)], dt, dd, j, max_dd, max_dt)
+                if j < 0:
+                    self._scalar_run(t, d, i)
+                    return
             if j > 0:
                 self._bulk_apply(reg, t[i:i + j], d[i:i + j], dt[:j], dd[:j], xd[:j], xt[:j], units, j)
+                for tier_id, above, run_start in speed_after:  # what the scalar path would have tracked
+                    self._above_since[tier_id] = int(run_start[j - 1]) * US_PER_MS if above[j - 1] else None
             if j < len(dt):
                 self._sample_um(int(t[i + j]) * US_PER_MS, int(d[i + j]) * UM_PER_MM)
                 j += 1
             i += j
+
+    def _speed_events(self, tend: Any, dt: Any, dd: Any, j: int, max_dd: int,
+                      max_dt: int) -> tuple[int, list[tuple[str, Any, Any]]]:
+        """First segment where a speed tier starts or stops counting (-1: values too large).
+
+        A tier counting now (its dwell already run) stops at the first segment not above its limit;
+        another starts at the first segment whose above-limit run has lasted ``dwell_s`` by its end.
+        Also returns, per tier, the above-limit mask and each segment's run start (ms) so the bulk
+        step can leave ``_above_since`` exactly as the scalar path would.
+        """
+        import numpy as np
+
+        out = []
+        tstart = tend - dt
+        idx = np.arange(len(dt))
+        for _, tier in self._tiers["speed"]:
+            v = Fraction(tier.limit)
+            p, q = 36 * v.denominator, 10 * v.numerator
+            if max_dd * p >= 2**62 or max_dt * max(q, 1) >= 2**62:
+                return -1, []
+            above = dd * p > dt * q
+            since = self._above_since.get(tier.id)
+            counting = since is not None and self._now - since >= tier.dwell_s * 1_000_000
+            starts = above.copy()
+            starts[1:] &= ~above[:-1]
+            if since is not None:
+                starts[0] = False  # the run in progress continues
+            first = np.maximum.accumulate(np.where(starts, idx, -1))
+            run_start = np.where(first >= 0, tstart[np.maximum(first, 0)],
+                                 -1 if since is None else since // US_PER_MS)
+            if counting:
+                stop = np.flatnonzero(~above)
+                if len(stop):
+                    j = min(j, int(stop[0]))
+            else:
+                go = np.flatnonzero(above & (tend - run_start >= tier.dwell_s * 1000))
+                if len(go):
+                    j = min(j, int(go[0]))
+            out.append((tier.id, above, run_start))
+        return j, out
 
     def _scalar_run(self, t_ms: Any, d_mm: Any, start: int) -> None:
         for k in range(start, len(t_ms)):
@@ -696,14 +745,21 @@ class Taximeter:
     def _event(self, kind: str, units: int = 0) -> None:
         if not self.record_timeline and kind in ("distance", "time"):
             return
-        self.timeline.append(Event(
+        ev = Event(
             t_ms=(self._evt_at or (self._now, 0))[0] // US_PER_MS,
             distance_mm=(self._evt_at or (0, self._dnow))[1] // UM_PER_MM,
             kind=kind,
             fare_milli=self.fare_milli,
             tariff_no=self.tariff_no,
             units=units,
-        ))
+        )
+        last = self.timeline[-1] if self.timeline else None
+        if (kind in ("distance", "time") and last is not None and last.kind == kind
+                and (last.t_ms, last.distance_mm, last.tariff_no) == (ev.t_ms, ev.distance_mm, ev.tariff_no)):
+            # one event per counter per sample: units charged in pieces of one segment are summed
+            self.timeline[-1] = Event(ev.t_ms, ev.distance_mm, kind, ev.fare_milli, ev.tariff_no, last.units + units)
+            return
+        self.timeline.append(ev)
 
 
 @dataclass(frozen=True)
