@@ -83,3 +83,21 @@ def test_ciphered_push_with_unknown_key_is_rejected() -> None:
         send_push(meter, listener.host, listener.port)  # a plain one still goes through after it
         assert got.get(timeout=5).authenticated is False
     assert listener.rejected == 1
+
+
+def test_alarm_push_on_remote_disconnect() -> None:
+    from osos.field.meters.dlms_server import AlarmPush, WrapperServer
+
+    meter = _meter()
+    got: queue.Queue[C.Notification] = queue.Queue()
+    with C.NotificationListener(got.put, keys={meter.system_title: (EK, AK)}) as listener, WrapperServer(meter) as srv:
+        alarms = AlarmPush(meter, listener.host, listener.port, ciphered=True)
+        with C.DlmsClient(C.WrapperTransport(srv.host, srv.port, 32),
+                          C.Security("lls", password=b"Lls-test-pw-7")) as c:
+            c.disconnect()
+        n = got.get(timeout=5)
+        alarms.close()
+    assert n.authenticated
+    ldn, reason, _, _, relay, event = n.body.items
+    assert (reason.value, relay.value, event.value) == ("remote_disconnection", False, 59)
+    assert alarms.sent == 1 and alarms.failed == 0

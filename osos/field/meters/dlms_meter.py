@@ -504,6 +504,7 @@ class SimulatedDlmsMeter:
         self.server_ic = 1  # invocation counter of the meter's own ciphered APDUs
         self.client_ic: dict[bytes, int] = {}  # last counter seen per client system title
         self.current_session: MeterSession | None = None
+        self.event_hooks: list[Callable[[str], None]] = []  # called with the event name (alarm push)
         start = self.local_now()
         epoch_day = (start - dt.timedelta(days=self.profile.history_days)).date()
         self.epoch = dt.datetime.combine(epoch_day, dt.time(0), tzinfo=self.tz)
@@ -536,6 +537,9 @@ class SimulatedDlmsMeter:
     def log_event(self, name: str, when: dt.datetime | None = None) -> None:
         with self.lock:
             self.events.append((when or self.local_now(), self.profile.events[name]))
+            hooks = list(self.event_hooks)
+        for hook in hooks:
+            hook(name)
 
     # objects --------------------------------------------------------------------------------
     def add(self, obj: CosemObject) -> None:

@@ -66,6 +66,40 @@ def send_push(meter: SimulatedDlmsMeter, host: str, port: int, *, reason: str = 
         sock.sendall(D.wrap(apdu, METER_WPORT, destination_wport))
 
 
+class AlarmPush:
+    """Push a DataNotification to a listener whenever the meter logs an event (HES-11: alarms
+    pushed by meters). Sending happens on a worker thread so the meter never blocks on the network;
+    failures are counted in ``failed`` (a real meter would retry on its push schedule)."""
+
+    def __init__(self, meter: SimulatedDlmsMeter, host: str, port: int, *, ciphered: bool = False) -> None:
+        import queue
+
+        self.meter, self.host, self.port, self.ciphered = meter, host, port, ciphered
+        self.sent = 0
+        self.failed = 0
+        self._q: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="dlms-push", daemon=True)
+        self._thread.start()
+        meter.event_hooks.append(self._q.put)
+
+    def _run(self) -> None:
+        while True:
+            reason = self._q.get()
+            if reason is None:
+                return
+            try:
+                send_push(self.meter, self.host, self.port, reason=reason, ciphered=self.ciphered)
+                self.sent += 1
+            except OSError:
+                self.failed += 1
+
+    def close(self) -> None:
+        if self._q.put in self.meter.event_hooks:
+            self.meter.event_hooks.remove(self._q.put)
+        self._q.put(None)
+        self._thread.join(timeout=5)
+
+
 class _WrapperTCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
