@@ -24,6 +24,7 @@ from osos.field.buffer import DEFAULT_MAX_MESSAGES, Outbox
 from osos.field.directives import DirectiveError, Interpreter, standard_directives, validate
 from osos.field.links import Link, LinkError, LinkSpec
 from osos.field.readings import read_response
+from osos.field.transparent import TransparentPort
 from osos.protocols import mass
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class GatewayConfig:
     utc_offset_min: int = 180
     signal: int = -67
     publish_window: int = 50
+    transparent_base_port: int | None = None  # HES-42: each link also on TCP port base+i (0 = any free port)
+    transparent_host: str = "127.0.0.1"
 
 
 @dataclass
@@ -140,6 +143,8 @@ class Gateway:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._links: dict[str, Link] = {}
+        self._link_locks: dict[str, threading.Lock] = {}
+        self.transparent: dict[str, TransparentPort] = {}  # link key -> its transparent TCP port
         self._client: Any = None
         self._generation = 0  # bumped on every disconnect so in-flight bookkeeping restarts
 
@@ -164,9 +169,20 @@ class Gateway:
             thread = threading.Thread(target=target, name=f"gw-{self.config.serial}-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self.config.transparent_base_port is not None:
+            for i, key in enumerate(sorted({self._key(m) for m in self.meters})):
+                base = self.config.transparent_base_port
+                self._open_transparent(key, base + i if base else 0)
         client.connect_async(self.config.broker_host, self.config.broker_port, keepalive=30)
         client.loop_start()
         return self
+
+    def _open_transparent(self, key: str, port: int) -> TransparentPort:
+        spec = next(m.spec for m in self.meters if self._key(m) == key)
+        bridge = TransparentPort(spec, port, self._lock_for(key), host=self.config.transparent_host,
+                                 before_session=lambda: self._drop_key(key)).start()
+        self.transparent[key] = bridge
+        return bridge
 
     def stop(self) -> None:
         self._stop.set()
@@ -177,6 +193,8 @@ class Gateway:
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
+        for bridge in self.transparent.values():
+            bridge.stop()
         for link in self._links.values():
             link.close()
         self._links.clear()
@@ -253,6 +271,8 @@ class Gateway:
             if op == "list":
                 return None
             return FAIL_BAD_REQUEST, "directive operation must be add, list or remove"
+        if fn == "configuration":
+            return self._check_configuration(body)
         return FAIL_UNSUPPORTED, f"function {fn!r} is not supported by this gateway"
 
     def _targets(self, wanted: Any) -> list[MeterConfig] | None:
@@ -366,6 +386,8 @@ class Gateway:
             self._handle_read(ref, body)
         elif fn == "directive":
             self._handle_directive(ref, body)
+        elif fn == "configuration":
+            self._handle_configuration(ref, body)
 
     def _nack(self, ref: str, code: int, reason: str) -> None:
         self.emit("ack", {"failCode": code, "failDescrition": reason}, reference_id=ref, status="fail")
@@ -404,8 +426,8 @@ class Gateway:
         params.update({"time": local.strftime(meter.time_format), "date": local.strftime(meter.date_format)})
         params.update({k: str(v) for k, v in extra.items()})
         try:
-            link = self._link(meter)
-            result = self.interpreter.run(directive, link, params)
+            with self._lock_for(self._key(meter)):  # a transparent session holds the same lock
+                result = self.interpreter.run(directive, self._link(meter), params)
         except DirectiveError as exc:
             self._drop_link(meter)
             self.emit(
@@ -431,19 +453,28 @@ class Gateway:
         self.emit("read", response, reference_id=ref)
         self._check_alarms(meter, response)
 
+    @staticmethod
+    def _key(meter: MeterConfig) -> str:
+        return meter.spec.scheme + ":" + meter.spec.target
+
+    def _lock_for(self, key: str) -> threading.Lock:
+        return self._link_locks.setdefault(key, threading.Lock())
+
     def _link(self, meter: MeterConfig) -> Link:
-        key = meter.spec.scheme + ":" + meter.spec.target
+        key = self._key(meter)
         link = self._links.get(key)
         if link is None:
             link = meter.spec.open()
             self._links[key] = link
         return link
 
-    def _drop_link(self, meter: MeterConfig) -> None:
-        key = meter.spec.scheme + ":" + meter.spec.target
+    def _drop_key(self, key: str) -> None:
         link = self._links.pop(key, None)
         if link is not None:
             link.close()
+
+    def _drop_link(self, meter: MeterConfig) -> None:
+        self._drop_key(self._key(meter))
 
     def _check_alarms(self, meter: MeterConfig, response: dict[str, Any]) -> None:
         """Alarm push on the emergency topic for FF status bits that newly appeared (AMR-6, HES-24)."""
@@ -507,6 +538,53 @@ class Gateway:
             self._save_custom()
             self.emit("directive", {"operation": "remove", "name": name, "result": "ok"}, reference_id=ref)
 
+    # ------------------------------------------------------------------ transparent ports (HES-42, HES-43)
+    def _serial_ports(self) -> list[dict[str, Any]]:
+        ports = []
+        for i, key in enumerate(sorted({self._key(m) for m in self.meters})):
+            scheme, _, target = key.partition(":")
+            entry: dict[str, Any] = {"id": i + 1, "name": target, "type": "tcp" if scheme == "tcp" else "serial"}
+            bridge = self.transparent.get(key)
+            if bridge is not None:
+                entry.update({"transparentPort": bridge.port, "transparentProtocol": bridge.protocol})
+            ports.append(entry)
+        return ports
+
+    def _check_configuration(self, body: dict[str, Any]) -> tuple[int, str] | None:
+        wanted = body.get("serialPorts")
+        if not isinstance(wanted, list) or not wanted:
+            return FAIL_BAD_REQUEST, "configuration supports serialPorts: [{name|id, transparentPort}]"
+        known = self._serial_ports()
+        for item in wanted:
+            if not isinstance(item, dict) or not any(
+                item.get("name") == p["name"] or item.get("id") == p["id"] for p in known
+            ):
+                return FAIL_BAD_REQUEST, f"unknown serial port {item!r}"
+            port = item.get("transparentPort")
+            if not isinstance(port, int) or not 0 <= port <= 65535:
+                return FAIL_BAD_REQUEST, "transparentPort must be an integer 0..65535 (0 closes it)"
+        return None
+
+    def _handle_configuration(self, ref: str, body: dict[str, Any]) -> None:
+        """HES-43: move (or close, with 0) the transparent TCP port of a serial port, then report them all."""
+        known = self._serial_ports()
+        keys = sorted({self._key(m) for m in self.meters})
+        for item in body.get("serialPorts", []):
+            entry = next(p for p in known if item.get("name") == p["name"] or item.get("id") == p["id"])
+            key = keys[entry["id"] - 1]
+            old = self.transparent.pop(key, None)
+            if old is not None:
+                old.stop()
+            if item["transparentPort"]:
+                try:
+                    self._open_transparent(key, item["transparentPort"])
+                except OSError as exc:
+                    self.emit("configuration", {"failCode": FAIL_BAD_REQUEST, "failDescrition": str(exc),
+                                                "serialPorts": self._serial_ports()},
+                              reference_id=ref, status="fail")
+                    return
+        self.emit("configuration", {"serialPorts": self._serial_ports()}, reference_id=ref)
+
     # ------------------------------------------------------------------ identity
     def _local_now(self) -> datetime:
         return self.clock().astimezone(timezone(timedelta(minutes=self.config.utc_offset_min)))
@@ -526,7 +604,6 @@ class Gateway:
 
     def identification(self) -> dict[str, Any]:
         """HES-22 modem identity with the meters behind it (HES-26)."""
-        ports = sorted({m.spec.target for m in self.meters})
         c = self.config
         return {
             "brand": c.brand,
@@ -541,8 +618,7 @@ class Gateway:
             "signal": c.signal,
             "deviceDate": self._local_now().strftime("%Y-%m-%d %H:%M:%S"),
             "timezone": self._tz_text(),
-            "serialPorts": [{"id": i + 1, "name": p, "type": "tcp" if ":" in p else "optical"}
-                            for i, p in enumerate(ports)],
+            "serialPorts": self._serial_ports(),
             "ioInterfaces": [],
             "mqttPrefix": c.topic_root,
             "meters": [
@@ -577,7 +653,8 @@ class Gateway:
             if meter.flag and meter.serial:
                 continue
             try:
-                result = self.interpreter.run(directive, self._link(meter), meter.params())
+                with self._lock_for(self._key(meter)):
+                    result = self.interpreter.run(directive, self._link(meter), meter.params())
             except (DirectiveError, LinkError) as exc:
                 log.warning("gateway: cannot identify meter on %s: %s", meter.link, exc)
                 self._drop_link(meter)

@@ -2,18 +2,75 @@
 
 The directive interpreter only sees :class:`Link`, so it runs the same over an optical probe on
 ``/dev/ttyUSB0`` (the S1 set-up, AMR-8), a transparent TCP port of a modem, or a simulated meter.
-Link URLs: ``tcp://host:port``, ``serial:///dev/ttyUSB0``; an optional ``?address=...`` selects a meter on a
-shared bus (the device address of the sign-on).
+Link URLs: ``tcp://host:port``, ``serial:///dev/ttyUSB0``, ``rfc2217://host:port`` (a gateway's transparent
+serial port, line settings carried by RFC 2217); an optional ``?address=...`` selects a meter on a shared bus
+(the device address of the sign-on).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import termios
 import time
 from dataclasses import dataclass
+from functools import cache
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
+
+
+@cache
+def robust_serial_class() -> type:
+    """pyserial's Serial, made tolerant of ptys (the simulated optical probe). A pty ignores 7E1 (it keeps CS8
+    without parity), and Linux then answers EINVAL to a tcsetattr that changes nothing else: when the line already
+    runs at the requested speed that error is harmless and ignored. A pty has no modem lines either. On a real
+    USB-serial adapter neither fallback is ever taken."""
+    import serial
+
+    class RobustSerial(serial.Serial):  # type: ignore[misc, name-defined]
+        def _reconfigure_port(self, force_update: bool = False) -> None:
+            try:
+                super()._reconfigure_port(force_update=force_update)
+            except termios.error:
+                wanted = getattr(termios, f"B{self._baudrate}", None)
+                if wanted is None or self.fd is None or termios.tcgetattr(self.fd)[5] != wanted:
+                    raise
+
+        def _update_dtr_state(self) -> None:
+            with contextlib.suppress(OSError):
+                super()._update_dtr_state()
+
+        def _update_rts_state(self) -> None:
+            with contextlib.suppress(OSError):
+                super()._update_rts_state()
+
+        def _update_break_state(self) -> None:
+            with contextlib.suppress(OSError):
+                super()._update_break_state()
+
+        def _line(self, name: str) -> bool:
+            try:
+                return bool(getattr(serial.Serial, name).fget(self))
+            except OSError:
+                return False
+
+        @property
+        def cts(self) -> bool:
+            return self._line("cts")
+
+        @property
+        def dsr(self) -> bool:
+            return self._line("dsr")
+
+        @property
+        def ri(self) -> bool:
+            return self._line("ri")
+
+        @property
+        def cd(self) -> bool:
+            return self._line("cd")
+
+    return RobustSerial
 
 
 class LinkError(OSError):
@@ -41,7 +98,11 @@ class LinkSpec:
             if not parts.path:
                 raise LinkError(f"serial link needs a device path: {url!r}")
             return cls("serial", parts.path, address)
-        raise LinkError(f"unknown link scheme in {url!r} (use tcp:// or serial://)")
+        if parts.scheme == "rfc2217":
+            if not parts.hostname or not parts.port:
+                raise LinkError(f"rfc2217 link needs host and port: {url!r}")
+            return cls("serial", f"rfc2217://{parts.hostname}:{parts.port}", address)
+        raise LinkError(f"unknown link scheme in {url!r} (use tcp://, serial:// or rfc2217://)")
 
     def open(self) -> Link:
         link: Link
@@ -135,10 +196,15 @@ class SerialLink:
         import serial
 
         try:
-            self._port = serial.Serial(
-                self.device, baudrate=300, bytesize=7, parity="E", stopbits=1, timeout=0.05
-            )
-        except (serial.SerialException, OSError) as exc:
+            if "://" in self.device:  # rfc2217://host:port: a gateway's transparent serial port (HES-42)
+                self._port = serial.serial_for_url(
+                    self.device, baudrate=300, bytesize=7, parity="E", stopbits=1, timeout=0.05
+                )
+            else:
+                self._port = robust_serial_class()(
+                    self.device, baudrate=300, bytesize=7, parity="E", stopbits=1, timeout=0.05
+                )
+        except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"cannot open {self.device}: {exc}") from None
 
     def close(self) -> None:
@@ -150,15 +216,10 @@ class SerialLink:
         port = self._serial()
         port.flush()  # the last bytes leave at the old speed before the switch
         settings = {"baudrate": baud, "bytesize": bits, "parity": parity, "stopbits": stop}
-        for attempt in (1, 2):
-            try:
-                port.apply_settings(settings)
-                return
-            except (OSError, termios.error) as exc:
-                # a pty refuses the first tcsetattr after open when asked for 7E1 (it keeps CS8 and no
-                # parity); the retry applies the speed, which is the part a pty models
-                if attempt == 2:
-                    raise LinkError(f"cannot set {baud} Bd on {self.device}: {exc}") from None
+        try:
+            port.apply_settings(settings)
+        except (OSError, ValueError, termios.error) as exc:
+            raise LinkError(f"cannot set {baud} Bd on {self.device}: {exc}") from None
 
     def _serial(self):  # type: ignore[no-untyped-def]
         if self._port is None:

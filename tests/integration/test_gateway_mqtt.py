@@ -240,3 +240,48 @@ def test_push_reads_alarms_and_failures_on_mqtt311(tmp_path, mqtt_broker, topic_
     finally:
         gw.stop()
         listener.close()
+
+
+def test_transparent_port_and_its_configuration(tmp_path, mqtt_broker, topic_prefix, bus) -> None:
+    # covers HES-42 (transparent reading through the gateway), HES-43 (its port changed through MASS)
+    import socket
+
+    from osos.field.directives import Interpreter, standard_directives
+    from osos.field.links import LinkSpec
+    from osos.protocols import iec62056_21 as iec
+
+    server, meters = bus
+    listener = Listener(*mqtt_broker, topic_prefix)
+    gw = make_gateway(tmp_path, mqtt_broker, topic_prefix, [meter_config(server, m) for m in meters],
+                      transparent_base_port=0)
+
+    def read_through(port: int, address: str) -> str:
+        link = LinkSpec.parse(f"tcp://127.0.0.1:{port}").open()
+        try:
+            result = Interpreter().run(standard_directives()["readout"], link, {"address": address})
+        finally:
+            link.close()
+        return iec.parse_data_block(result.buffers["data"]).lines[0].values[0].value
+
+    try:
+        gw.start()
+        ident = listener.wait_for(lambda r: r.body["function"] == "identification")
+        (port_entry,) = ident.body["response"]["serialPorts"]  # both meters share one bus
+        assert port_entry["transparentProtocol"] == "raw" and port_entry["transparentPort"] > 0
+        assert read_through(port_entry["transparentPort"], "10000002") == "10000002"
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            new_port = s.getsockname()[1]
+        listener.publish(*request(gw, "configuration", "ref-cfg", {"serialPorts": [
+            {"id": 1, "transparentPort": new_port}]}))
+        answer = listener.wait_for(lambda r: r.body["referenceId"] == "ref-cfg"
+                                   and r.body["function"] == "configuration")
+        assert answer.body["response"]["serialPorts"][0]["transparentPort"] == new_port
+        assert read_through(new_port, "10000001") == "10000001"
+        listener.publish(*request(gw, "configuration", "ref-bad", {"serialPorts": [{"id": 7,
+                                                                                     "transparentPort": 1}]}))
+        assert listener.wait_for(lambda r: r.body["referenceId"] == "ref-bad").body["messageStatus"] == "fail"
+    finally:
+        gw.stop()
+        listener.close()
