@@ -48,6 +48,7 @@ from osos.tariff.model import (
 
 UM_PER_MM = 1000
 _CHUNK = 8192  # samples per closed-form stretch: bounds the work wasted when a tier limit falls early
+_WINDOW = 512  # first stretch after an event; doubles up to _CHUNK while no event is found
 US_PER_MS = 1000
 MIN_FARE_STATE_US = 10_000_000  # TAX-6: STOPPED/FARE lasts at least 10 s before FREE
 
@@ -414,11 +415,11 @@ class Taximeter:
         max_dd, max_dt = int(dd_all.max()), int(dt_all.max())
         span_d = (int(d[-1]) - last_d // UM_PER_MM) * UM_PER_MM
         span_t = (int(t[-1]) - last_t // US_PER_MS) * US_PER_MS
-        i = 0
+        i, win = 0, _WINDOW
         while i < n:
             reg = self.regime
             assert reg is not None
-            dt, dd = dt_all[i:i + _CHUNK], dd_all[i:i + _CHUNK]
+            dt, dd = dt_all[i:i + win], dd_all[i:i + win]
             if max_dd * max(reg.fast_p, 1) >= 2**62 or max_dt * max(reg.fast_q, 1) >= 2**62 or \
                     (self.hired_d + span_d) * max(reg.udf, 1) >= 2**62 or \
                     (self.hired_t + span_t) * max(reg.utf, 1) >= 2**62:
@@ -467,6 +468,9 @@ class Taximeter:
             if j < len(dt):
                 self._sample_um(int(t[i + j]) * US_PER_MS, int(d[i + j]) * UM_PER_MM)
                 j += 1
+                win = _WINDOW  # events come in bursts: look close again
+            else:
+                win = min(2 * win, _CHUNK)
             i += j
 
     def _speed_events(self, tend: Any, dt: Any, dd: Any, j: int, max_dd: int,
@@ -491,6 +495,11 @@ class Taximeter:
             above = dd * p > dt * q
             since = self._above_since.get(tier.id)
             counting = since is not None and self._now - since >= tier.dwell_s * 1_000_000
+            if counting:  # stops at the first segment not above; until then its run just continues
+                stop = int(np.argmin(above)) if not above.all() else len(above)
+                j = min(j, stop)
+                out.append((tier.id, above, np.full(len(above), since // US_PER_MS)))
+                continue
             starts = above.copy()
             starts[1:] &= ~above[:-1]
             if since is not None:
@@ -498,14 +507,9 @@ class Taximeter:
             first = np.maximum.accumulate(np.where(starts, idx, -1))
             run_start = np.where(first >= 0, tstart[np.maximum(first, 0)],
                                  -1 if since is None else since // US_PER_MS)
-            if counting:
-                stop = np.flatnonzero(~above)
-                if len(stop):
-                    j = min(j, int(stop[0]))
-            else:
-                go = np.flatnonzero(above & (tend - run_start >= tier.dwell_s * 1000))
-                if len(go):
-                    j = min(j, int(go[0]))
+            go = np.flatnonzero(above & (tend - run_start >= tier.dwell_s * 1000))
+            if len(go):
+                j = min(j, int(go[0]))
             out.append((tier.id, above, run_start))
         return j, out
 
