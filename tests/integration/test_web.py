@@ -227,6 +227,9 @@ def test_meter_list_and_search(web: Web) -> None:
 
     one = web.client.get(f"/api/v1/meters/{web.ids['m2']}", headers=headers)
     assert one.status_code == 200 and one.json()["subscriber_name"] == "Mehmet Öztürk"
+    for huge in ("2147483648", "99999999999999999999", "0", "-1"):  # beyond INTEGER: refused, not a 500 on PG
+        assert web.client.get(f"/api/v1/meters/{huge}", headers=headers).status_code == 422
+    assert web.client.get("/api/v1/meters", params={"modem": 2**40}, headers=headers).status_code == 422
     missing = web.client.get("/api/v1/meters/999999", headers=headers)
     assert missing.status_code == 404 and missing.json() == {"detail": "meter 999999 does not exist"}
 
@@ -329,6 +332,8 @@ def test_orders_roles_and_status(web: Web) -> None:
     assert kind.status_code == 400 and kind.json()["detail"].startswith("unknown order kind 'explode'")
     assert web.client.get("/api/v1/orders/999999", headers=operator).status_code == 404
     assert web.client.post("/api/v1/orders", json={"meter": "x"}, headers=operator).status_code == 422
+    assert web.client.post("/api/v1/orders", json={"kind": "read", "meter": 2**40}, headers=operator).status_code == 422
+    assert web.client.get(f"/api/v1/orders/{2**40}", headers=operator).status_code == 422
 
 
 # ------------------------------------------------------------------------------------------------ UI
@@ -448,6 +453,7 @@ def test_ui_error_pages_are_clear_and_traceless(web: Web) -> None:
     assert missing.status_code == 404 and "Not found." in missing.text and "meter 999999 does not exist" in missing.text
     wrong = web.client.get("/meters/not-a-number")
     assert wrong.status_code == 400 and "<html" in wrong.text
+    assert web.client.get("/meters/99999999999999999999").status_code == 400  # not a 500 from PostgreSQL
     nowhere = web.client.get("/no/such/page")
     assert nowhere.status_code == 404 and "<html" in nowhere.text
     for res in (missing, wrong, nowhere):

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from osos.auth import Principal
 from osos.store import queries
 from osos.store.db import utcnow
-from osos.web.api.schemas import ErrorResponse, Meter, Modem, RawMessage, RegisterValue
+from osos.web.api.schemas import MAX_ID, ErrorResponse, Meter, MeterIdPath, Modem, RawMessage, RegisterValue
 from osos.web.security import require
 
 router = APIRouter(prefix="/api/v1", tags=["inventory"], responses={401: {"model": ErrorResponse},
@@ -37,7 +37,7 @@ def list_modems(
 def list_meters(
     request: Request,
     q: str | None = Query(None, max_length=128, description="serial, installation number or subscriber name"),
-    modem: int | None = Query(None, description="only meters behind this modem id"),
+    modem: int | None = Query(None, ge=1, le=MAX_ID, description="only meters behind this modem id"),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
     _: Principal = Depends(can_read),
@@ -55,14 +55,14 @@ def _meter_or_404(conn: Any, meter_id: int) -> dict[str, Any]:
 
 
 @router.get("/meters/{meter_id}", response_model=Meter, responses={404: {"model": ErrorResponse}})
-def get_meter(meter_id: int, request: Request, _: Principal = Depends(can_read)) -> dict[str, Any]:
+def get_meter(meter_id: MeterIdPath, request: Request, _: Principal = Depends(can_read)) -> dict[str, Any]:
     with request.app.state.engine.connect() as conn:
         return _meter_or_404(conn, meter_id)
 
 
 @router.get("/meters/{meter_id}/registers", response_model=dict[str, RegisterValue],
             responses={404: {"model": ErrorResponse}})
-def get_registers(meter_id: int, request: Request, _: Principal = Depends(can_read)) -> dict[str, Any]:
+def get_registers(meter_id: MeterIdPath, request: Request, _: Principal = Depends(can_read)) -> dict[str, Any]:
     """Latest value of every OBIS register, the digits exactly as read (AMR-2)."""
     with request.app.state.engine.connect() as conn:
         _meter_or_404(conn, meter_id)
@@ -71,7 +71,7 @@ def get_registers(meter_id: int, request: Request, _: Principal = Depends(can_re
 
 @router.get("/meters/{meter_id}/raw", response_model=list[RawMessage], responses={404: {"model": ErrorResponse}})
 def get_raw(
-    meter_id: int, request: Request, limit: int = Query(10, ge=1, le=200), _: Principal = Depends(can_read)
+    meter_id: MeterIdPath, request: Request, limit: int = Query(10, ge=1, le=200), _: Principal = Depends(can_read)
 ) -> list[dict[str, Any]]:
     """Latest raw messages of the meter, each with the values parsed from it side by side (HES-13, HES-5)."""
     with request.app.state.engine.connect() as conn:

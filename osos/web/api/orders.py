@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from osos.auth import Principal
 from osos.headend.orders import OrderError, create_order, get_order
-from osos.web.api.schemas import ErrorResponse, Order, OrderCreate, OrderCreated
+from osos.web.api.schemas import ErrorResponse, Order, OrderCreate, OrderCreated, OrderIdPath
 from osos.web.security import require
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses={401: {"model": ErrorResponse},
@@ -54,7 +54,7 @@ def post_order(
 
 
 @router.get("/{order_id}", response_model=Order, responses={404: {"model": ErrorResponse}})
-def read_order(order_id: int, request: Request, _: Principal = Depends(require("read"))) -> dict[str, Any]:
+def read_order(order_id: OrderIdPath, request: Request, _: Principal = Depends(require("read"))) -> dict[str, Any]:
     with request.app.state.engine.connect() as conn:
         order = get_order(conn, order_id)
     if order is None:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, Field
+
+# Row ids are INTEGER columns: a larger number cannot exist, and PostgreSQL would refuse it with an error instead
+# of "not found" - so the API refuses it up front (422).
+MAX_ID = 2**31 - 1
+MeterIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="meter id")]
+OrderIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="order id")]
 
 
 class TokenRequest(BaseModel):
@@ -97,8 +104,8 @@ class RawMessage(BaseModel):
 
 
 class OrderCreate(BaseModel):
-    kind: str = Field(examples=["read"])
-    meter: int
+    kind: str = Field(max_length=32, examples=["read"])
+    meter: int = Field(ge=1, le=MAX_ID)
     priority: int = Field(default=5, ge=0, le=9, description="0 is the most urgent (HES-12)")
 
 

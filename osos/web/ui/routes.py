@@ -18,6 +18,7 @@ from starlette.responses import Response
 from osos.auth import AuthError, Principal, authenticate, issue_token, verify_token
 from osos.store import queries
 from osos.store.db import utcnow
+from osos.web.api.schemas import MAX_ID, MeterIdPath
 from osos.web.i18n import LANGUAGES
 from osos.web.security import (
     LANG_COOKIE,
@@ -131,7 +132,7 @@ def modems_page(request: Request, q: str | None = Query(None, max_length=64),
 def meters_page(
     request: Request,
     q: str | None = Query(None, max_length=128),
-    modem: int | None = Query(None),
+    modem: int | None = Query(None, ge=1, le=MAX_ID),
     _: Principal = Depends(can_read),
 ) -> Response:
     """Device search (AMR-9, HES-13): serial, installation number or subscriber name."""
@@ -157,7 +158,7 @@ def _meter_context(request: Request, meter_id: int) -> dict[str, Any]:
 
 
 @router.get("/meters/{meter_id}")
-def meter_page(meter_id: int, request: Request, principal: Principal = Depends(can_read)) -> Response:
+def meter_page(meter_id: MeterIdPath, request: Request, principal: Principal = Depends(can_read)) -> Response:
     """Identity, latest OBIS values, raw next to parsed (HES-13), and "Read now" for those allowed."""
     ctx = _meter_context(request, meter_id)
     ctx["can_order"] = principal.can("order.read", utcnow())
@@ -167,13 +168,15 @@ def meter_page(meter_id: int, request: Request, principal: Principal = Depends(c
 
 
 @router.get("/meters/{meter_id}/fragments/data")
-def meter_data_fragment(meter_id: int, request: Request, _: Principal = Depends(can_read)) -> Response:
+def meter_data_fragment(meter_id: MeterIdPath, request: Request, _: Principal = Depends(can_read)) -> Response:
     """The register grid and raw/parsed list alone, for the page to refresh after a reading."""
     return render(request, "_meter_data.html", _meter_context(request, meter_id))
 
 
 @router.get("/orders")
-def orders_page(request: Request, meter: int | None = Query(None), _: Principal = Depends(can_read)) -> Response:
+def orders_page(
+    request: Request, meter: int | None = Query(None, ge=1, le=MAX_ID), _: Principal = Depends(can_read)
+) -> Response:
     """Order status (HES-13 order management, first screen)."""
     with request.app.state.engine.connect() as conn:
         items = queries.list_orders(conn, meter_id=meter, limit=PAGE_ROWS)
