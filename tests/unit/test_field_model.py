@@ -45,6 +45,17 @@ def test_partial_interval_is_exact_to_the_watt_second() -> None:  # covers AMR-2
     assert m.import_wh() == 999  # 999.72 Wh shown truncated, never rounded up
 
 
+def test_official_holiday_counts_on_t4() -> None:  # covers AMR-4
+    start = datetime(2026, 4, 23, 0, 0, tzinfo=TR).astimezone(UTC)  # National Sovereignty and Children's Day
+    m = MeterModel("1", "single-phase", start, load=ConstantLoad(1000))
+    m.advance(start + timedelta(days=1, hours=7))  # the holiday, then 24 April 00-07 (T3 6 h, T1 1 h)
+    assert m.import_wh(4) == 24 * 1000
+    assert (m.import_wh(3), m.import_wh(1), m.import_wh(2)) == (6 * 1000, 1000, 0)
+    plain = meter(watts=1000, holidays=frozenset())
+    plain.advance(MIDNIGHT + timedelta(days=1))
+    assert plain.import_wh(4) == 0
+
+
 def test_failed_clock_puts_everything_on_t1() -> None:  # covers AMR-4
     m = meter(watts=600, rtc_ok=False)
     m.advance(MIDNIGHT + timedelta(days=1))

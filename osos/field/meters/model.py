@@ -5,8 +5,9 @@ Pure and deterministic: no I/O, no clock. Time only moves when the caller passes
 speeds this up by passing an accelerated clock).
 
 Energy is exact: registers count watt-seconds in ``int`` (3600 W·s = 1 Wh, the register resolution), never
-float. Covers AMR-2 (OBIS registers), AMR-3 (kinds), AMR-4 (T1 06-17, T2 17-22, T3 22-06; monthly demand
-reset), AMR-5 (load profile periods and retention, an entry at a power cut), AMR-6 (events).
+float. Covers AMR-2 (OBIS registers), AMR-3 (kinds), AMR-4 (T1 06-17, T2 17-22, T3 22-06, T4 on the fixed-date
+official holidays; monthly demand reset), AMR-5 (load profile periods and retention, an entry at a power
+cut), AMR-6 (events).
 """
 
 from __future__ import annotations
@@ -26,14 +27,23 @@ DEMAND_PERIOD_MIN = 15
 
 #: AMR-4 default bands in local time: (first hour, end hour exclusive, tariff index)
 DEFAULT_BANDS: tuple[tuple[int, int, int], ...] = ((6, 17, 1), (17, 22, 2), (22, 24, 3), (0, 6, 3))
+#: AMR-4 official holidays with fixed dates (month, day): the whole day counts on T4. Religious holidays move
+#: with the lunar calendar; a caller that wants them passes its own set.
+FIXED_HOLIDAYS: frozenset[tuple[int, int]] = frozenset({(1, 1), (4, 23), (5, 1), (5, 19), (7, 15), (8, 30), (10, 29)})
 
 
 class MeterModelError(ValueError):
     """A request the simulated meter refuses (time going backwards, unknown kind ...)."""
 
 
-def tariff_for(local: datetime, bands: tuple[tuple[int, int, int], ...] = DEFAULT_BANDS) -> int:
+def tariff_for(
+    local: datetime,
+    bands: tuple[tuple[int, int, int], ...] = DEFAULT_BANDS,
+    holidays: frozenset[tuple[int, int]] = frozenset(),
+) -> int:
     """Tariff index (1..4) active at a local wall-clock time."""
+    if (local.month, local.day) in holidays:
+        return 4
     for start, end, index in bands:
         if start <= local.hour < end:
             return index
@@ -116,6 +126,7 @@ class MeterModel:
         initial_wh: int = 0,
         reactive_per_mille: int = 300,
         bands: tuple[tuple[int, int, int], ...] = DEFAULT_BANDS,
+        holidays: frozenset[tuple[int, int]] = FIXED_HOLIDAYS,
         rtc_ok: bool = True,
     ) -> None:
         if kind not in KINDS:
@@ -127,6 +138,7 @@ class MeterModel:
         self.tz = timezone(timedelta(minutes=utc_offset_min))
         self.load = load or SeededLoad(seed)
         self.bands = bands
+        self.holidays = holidays
         self.rtc_ok = rtc_ok  # AMR-4: with a failed clock every unit goes to T1
         self.reactive_per_mille = reactive_per_mille
         # AMR-5: 60 min for mono/tri; kombi 15 min (30/60 allowed); kept 180 / 360 days
@@ -215,7 +227,7 @@ class MeterModel:
         live, total = self._live_fraction()
         power = self.load.power_w(slot) * live // total
         energy = power * seconds
-        tariff = tariff_for(local, self.bands) if self.rtc_ok else 1
+        tariff = tariff_for(local, self.bands, self.holidays) if self.rtc_ok else 1
         if energy >= 0:
             self.import_ws[tariff] += energy
             self._demand_ws += energy
