@@ -201,8 +201,9 @@ class Taximeter:
 
     def available(self, local_dt: datetime) -> tuple[str, ...]:
         """Tariff numbers the driver may choose at ``local_dt`` (TAX-4, TAX-6 FREE state)."""
-        cands = [(t.no, t.activation) for t in self.tariffs.tariffs]
-        return select_tariff(cands, local_dt, self.tariffs.only_one_active)
+        cands = [(t.no, act) for t in self.tariffs.tariffs for act in (t.activation, *t.also_active)]
+        chosen = select_tariff(cands, local_dt, self.tariffs.only_one_active)
+        return tuple(dict.fromkeys(chosen))  # a tariff with several windows is offered once
 
     def hire(self, t_ms: int, odometer_mm: int | None = None, *, tariff_no: str | None = None,
              local_dt: datetime | None = None) -> None:

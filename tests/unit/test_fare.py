@@ -267,3 +267,23 @@ def test_bad_trip_input() -> None:
         replay(ts, [(0, 0), (1000, 50_000), (2000, 40_000)])
     with pytest.raises(TaximeterError, match="at least one sample"):
         replay(ts, [])
+
+
+def test_extra_activation_windows_offer_the_tariff_once() -> None:
+    # covers TAX-4 wiring: also_active windows make a tariff available; one entry per tariff
+    ts = parse_taxi_tariff_set({
+        "kind": "taxi", "name": "w", "city": "W", "country": "XX", "year": 2026, "currency": "EUR",
+        "source": {"url": "https://example.org", "title": "t", "accessed": "2026-11-21"},
+        "only_one_active": True,
+        "tariffs": [
+            {"no": "1", "opening_fare": "3", "monetary_step": "0.2", "km_fare": "2", "hourly_fare": "30"},
+            {"no": "2", "opening_fare": "4", "monetary_step": "0.2", "km_fare": "2", "hourly_fare": "30",
+             "activation": {"kind": "D", "start": "22:00", "end": "06:00"},
+             "also_active": [{"kind": "HN", "from": "12-25", "to": "12-26", "start": "00:00", "end": "24:00"},
+                             {"kind": "D", "start": "23:00", "end": "01:00"}]},
+        ],
+    })
+    meter = Taximeter(ts)
+    assert meter.available(datetime(2026, 3, 4, 12, 0)) == ("1",)
+    assert meter.available(datetime(2026, 12, 25, 12, 0)) == ("2",)  # holiday window wins (HN > N)
+    assert meter.available(datetime(2026, 3, 4, 23, 30)) == ("2",)
