@@ -238,7 +238,8 @@ class DlmsClient:
         from dlms_cosem.protocol.xdlms.conformance import Conformance
 
         conformance = Conformance(get=True, set=True, action=True, selective_access=True,
-                                  block_transfer_with_get_or_read=True, priority_management_supported=True)
+                                  block_transfer_with_get_or_read=True, priority_management_supported=True,
+                                  multiple_references=True)
         initiate = xdlms.InitiateRequest(proposed_conformance=conformance, client_max_receive_pdu_size=self.max_pdu)
         mech = self.sec.mechanism
         if mech == "hls-gmac":
@@ -381,19 +382,42 @@ class DlmsClient:
             if reply.data is None:
                 raise AccessDenied(f"GET {D.obis_str(ref.obis)}/{attribute}", reply.error)
             return reply.data
+        return D.decode_data_exact(self._collect_blocks(reply, inv, f"GET {D.obis_str(ref.obis)}/{attribute}"))
+
+    def get_list(self, refs: list[tuple[int, bytes | str, int]]) -> list[D.Data | D.DataAccessResult | int]:
+        """GET several attributes in one request (HES-36); each result is a Data or an error."""
+        if not self.associated:
+            raise DlmsClientError("not associated")
+        items = tuple((D.AttributeRef(c, D.obis_bytes(o), a), None) for c, o, a in refs)
+        inv = self._invoke()
+        reply = self._exchange(D.GetRequestWithList(items, inv))
+        if isinstance(reply, D.GetResponseWithList):
+            results = reply.results
+        elif isinstance(reply, D.GetResponseBlock):
+            raw = self._collect_blocks(reply, inv, "GET-with-list")
+            results, end = D.decode_result_list(raw)
+            if end != len(raw):
+                raise DlmsClientError("trailing bytes after the result list")
+        else:
+            raise DlmsClientError(f"unexpected answer to GET-with-list: {type(reply).__name__}")
+        if len(results) != len(refs):
+            raise DlmsClientError(f"{len(results)} results for {len(refs)} attributes")
+        return list(results)
+
+    def _collect_blocks(self, reply: D.Apdu, inv: D.InvokeId, what: str) -> bytes:
         raw = bytearray()
         expected = 1
         while isinstance(reply, D.GetResponseBlock):
             if reply.raw is None:
-                raise AccessDenied(f"GET {D.obis_str(ref.obis)}/{attribute} block {reply.block_number}", reply.error)
+                raise AccessDenied(f"{what} block {reply.block_number}", reply.error)
             if reply.block_number != expected:
                 raise DlmsClientError(f"block {reply.block_number} arrived, {expected} expected")
             raw += reply.raw
             if reply.last:
-                return D.decode_data_exact(bytes(raw))
+                return bytes(raw)
             reply = self._exchange(D.GetRequestNext(reply.block_number, inv))
             expected += 1
-        raise DlmsClientError(f"unexpected answer to GET: {type(reply).__name__}")
+        raise DlmsClientError(f"unexpected answer in a block transfer: {type(reply).__name__}")
 
     def set(self, class_id: int, obis: bytes | str, attribute: int, value: D.Data) -> None:
         ref = D.AttributeRef(class_id, D.obis_bytes(obis), attribute)

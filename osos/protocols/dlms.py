@@ -630,6 +630,48 @@ class GetResponse:
 
 
 @dataclass(frozen=True)
+class GetRequestWithList:
+    """get-request-with-list: several attributes in one request (selective transfer, HES-36)."""
+
+    attributes: tuple[tuple[AttributeRef, AccessSelection | None], ...]
+    invoke: InvokeId = field(default_factory=InvokeId)
+
+
+@dataclass(frozen=True)
+class GetResponseWithList:
+    """One Get-Data-Result per requested attribute: a Data or a data-access-result."""
+
+    results: tuple[Data | DataAccessResult | int, ...]
+    invoke: InvokeId = field(default_factory=InvokeId)
+
+
+def encode_result_list(results: Sequence[Data | DataAccessResult | int]) -> bytes:
+    """SEQUENCE OF Get-Data-Result (also the raw data of a with-list answer sent in blocks)."""
+    out = bytearray(encode_length(len(results)))
+    for r in results:
+        out += b"\x00" + encode_data(r) if isinstance(r, Data) else bytes([1, int(r)])
+    return bytes(out)
+
+
+def decode_result_list(buf: bytes, pos: int = 0) -> tuple[tuple[Data | DataAccessResult | int, ...], int]:
+    n, p = decode_length(buf, pos)
+    if n > len(buf) - p:
+        raise DLMSError(f"list of {n} results cannot fit", pos)
+    out: list[Data | DataAccessResult | int] = []
+    for _ in range(n):
+        choice, p = _choice(buf, p, "get-data-result")
+        if choice == 0:
+            d, p = decode_data(buf, p)
+            out.append(d)
+        elif choice == 1:
+            e, p = _choice(buf, p, "data-access-result")
+            out.append(_enum_or_int(DataAccessResult, e))
+        else:
+            raise DLMSError(f"bad get-data-result choice {choice}", p - 1)
+    return tuple(out), p
+
+
+@dataclass(frozen=True)
 class GetResponseBlock:
     """get-response-with-datablock: ``raw`` is a slice of the encoded Data."""
 
@@ -703,7 +745,8 @@ class AcseApdu:
     raw: bytes
 
 
-Apdu = (GetRequest | GetRequestNext | GetResponse | GetResponseBlock | SetRequest | SetResponse
+Apdu = (GetRequest | GetRequestNext | GetRequestWithList | GetResponse | GetResponseWithList | GetResponseBlock
+        | SetRequest | SetResponse
         | ActionRequest | ActionResponse | ExceptionResponse | DataNotification | CipheredApdu | AcseApdu)
 
 
@@ -718,6 +761,13 @@ def encode_apdu(apdu: Apdu) -> bytes:
         if apdu.data is not None:
             return head + b"\x00" + encode_data(apdu.data)
         return head + bytes([1, int(apdu.error or 0)])
+    if isinstance(apdu, GetRequestWithList):
+        req = bytearray([Tag.GET_REQUEST, 3, apdu.invoke.to_byte()]) + encode_length(len(apdu.attributes))
+        for ref, acc in apdu.attributes:
+            req += ref.to_bytes() + _encode_access(acc)
+        return bytes(req)
+    if isinstance(apdu, GetResponseWithList):
+        return bytes([Tag.GET_RESPONSE, 3, apdu.invoke.to_byte()]) + encode_result_list(apdu.results)
     if isinstance(apdu, GetResponseBlock):
         head = bytes([Tag.GET_RESPONSE, 2, apdu.invoke.to_byte(), 1 if apdu.last else 0])
         head += apdu.block_number.to_bytes(4, "big")
@@ -794,6 +844,17 @@ def decode_apdu(buf: bytes) -> Apdu:
             raw, p = _take(buf, p, 4, "block number")
             _end(buf, p)
             return GetRequestNext(int.from_bytes(raw, "big"), inv)
+        if kind == 3:
+            n, p = decode_length(buf, p)
+            if n * 10 > len(buf) - p:
+                raise DLMSError(f"list of {n} attributes cannot fit", p)
+            items = []
+            for _ in range(n):
+                ref, p = AttributeRef.parse(buf, p)
+                acc, p = _parse_access(buf, p)
+                items.append((ref, acc))
+            _end(buf, p)
+            return GetRequestWithList(tuple(items), inv)
         raise DLMSError(f"unsupported get-request type {kind}", 1)
     if tag == Tag.GET_RESPONSE:
         kind, p = _choice(buf, p, "get-response type")
@@ -824,6 +885,10 @@ def decode_apdu(buf: bytes) -> Apdu:
                 _end(buf, p)
                 return GetResponseBlock(last != 0, number, None, _enum_or_int(DataAccessResult, err), inv)
             raise DLMSError(f"bad datablock result choice {choice}", p - 1)
+        if kind == 3:
+            results, p = decode_result_list(buf, p)
+            _end(buf, p)
+            return GetResponseWithList(results, inv)
         raise DLMSError(f"unsupported get-response type {kind}", 1)
     if tag == Tag.SET_REQUEST:
         kind, p = _choice(buf, p, "set-request type")
@@ -1111,6 +1176,14 @@ def apdu_to_json(apdu: Apdu) -> dict[str, Any]:
     if isinstance(apdu, GetResponse):
         return {"apdu": "get-response-normal", "invoke_id": apdu.invoke.invoke_id,
                 "data": data_to_json(apdu.data) if apdu.data else None, "error": _enum_json(apdu.error)}
+    if isinstance(apdu, GetRequestWithList):
+        return {"apdu": "get-request-with-list", "invoke_id": apdu.invoke.invoke_id,
+                "attributes": [dict(ref.describe(), access_selector=acc.selector if acc else None)
+                               for ref, acc in apdu.attributes]}
+    if isinstance(apdu, GetResponseWithList):
+        return {"apdu": "get-response-with-list", "invoke_id": apdu.invoke.invoke_id,
+                "results": [data_to_json(r) if isinstance(r, Data) else {"error": _enum_json(r)}
+                            for r in apdu.results]}
     if isinstance(apdu, GetResponseBlock):
         return {"apdu": "get-response-with-datablock", "invoke_id": apdu.invoke.invoke_id,
                 "last_block": apdu.last, "block_number": apdu.block_number,

@@ -144,6 +144,17 @@ def test_gurux_remote_disconnect(gurux_wrapper: GuruxSession, meter: SimulatedDl
     assert dc.outputState is False
 
 
+def test_gurux_read_list(gurux_wrapper: GuruxSession, meter: SimulatedDlmsMeter) -> None:
+    regs = [GXDLMSRegister(f"1.0.1.8.{t}.255") for t in range(5)]
+    for r in regs:
+        gurux_wrapper.read(r, 3)
+    batches = gurux_wrapper.client.readList([(r, 2) for r in regs])  # one list of messages per batch
+    assert len(batches) == 1
+    reply = gurux_wrapper.run(batches[0])
+    gurux_wrapper.client.updateValues([(r, 2) for r in regs], reply.value)
+    assert [int(round(r.value * 10)) for r in regs] == meter.registers()
+
+
 def test_gurux_reads_the_object_list(gurux_wrapper: GuruxSession, meter: SimulatedDlmsMeter) -> None:
     reply = gurux_wrapper.run(gurux_wrapper.client.getObjectsRequest())
     objects = gurux_wrapper.client.parseObjects(reply.data, True)

@@ -113,6 +113,20 @@ def test_lls_reads_clock_identity_and_registers(server: WrapperServer) -> None:
     assert regs[0][0] == sum(v for v, _ in regs[1:])  # AMR-2: total = T1+T2+T3+T4
 
 
+def test_get_with_list_reads_several_attributes_at_once(server: WrapperServer) -> None:
+    t = CountingTransport(C.WrapperTransport(server.host, server.port, 32))
+    with C.DlmsClient(t, C.Security("lls", password=PASSWORD)) as c:
+        before = len(t.sent)
+        results = c.get_list([(8, "0.0.1.0.0.255", 2)] + [(3, f"1.0.1.8.{i}.255", 2) for i in range(5)]
+                             + [(3, "1.0.2.8.0.255", 2)])
+        assert len(t.sent) == before + 1  # one request for seven attributes (HES-36)
+        big = c.get_list([(7, PROFILE, 2), (8, "0.0.1.0.0.255", 2)])  # too long: comes in blocks
+    assert D.data_datetime(results[0]) == NOW.astimezone(TR)
+    assert [r.value for r in results[1:6]] == expected_registers(NOW.astimezone(TR))
+    assert results[6] == D.DataAccessResult.OBJECT_UNDEFINED
+    assert len(big[0].items) == 7 * 24 + 1 and D.data_datetime(big[1]) == NOW.astimezone(TR)
+
+
 def test_wrong_password_and_unknown_client_are_rejected(server: WrapperServer) -> None:
     bad = C.DlmsClient(C.WrapperTransport(server.host, server.port, 32), C.Security("lls", password=b"nope"))
     with pytest.raises(C.AssociationRejected, match="authentication_failed"):

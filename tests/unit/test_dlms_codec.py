@@ -178,6 +178,10 @@ def test_get_request_with_range_descriptor_layout() -> None:
     "apdu",
     [
         D.GetRequestNext(7, D.InvokeId(3)),
+        D.GetRequestWithList(((D.AttributeRef(8, bytes([0, 0, 1, 0, 0, 255]), 2), None),
+                              (D.AttributeRef(7, bytes([1, 0, 99, 1, 0, 255]), 2),
+                               D.AccessSelection(2, D.struct_(D.u32(1), D.u32(2), D.u16(1), D.u16(0)))))),
+        D.GetResponseWithList((D.u32(1), D.DataAccessResult.OBJECT_UNDEFINED, D.octets(b"x"))),
         D.GetResponse(D.u32(1234), None, D.InvokeId(2)),
         D.GetResponse(None, D.DataAccessResult.OBJECT_UNDEFINED),
         D.GetResponseBlock(False, 1, b"\x01\x02\x03"),
@@ -208,6 +212,17 @@ def test_known_apdu_bytes() -> None:
         bytes.fromhex("C301C1" "0046" "00006003 0AFF".replace(" ", "") + "01" + "01" + "0F00")
     # exception-response with invocation-counter-error carries the expected counter
     assert D.encode_apdu(D.ExceptionResponse(1, 6, 0x10)) == bytes.fromhex("D8010600000010")
+
+
+def test_with_list_bytes() -> None:
+    # get-request-with-list: 2 attributes (clock time, 1.8.0 value), no access selection
+    req = D.GetRequestWithList(((D.AttributeRef(8, bytes([0, 0, 1, 0, 0, 255]), 2), None),
+                                (D.AttributeRef(3, bytes([1, 0, 1, 8, 0, 255]), 2), None)))
+    assert D.encode_apdu(req) == bytes.fromhex("C003C102" "0008 0000010000FF 02 00" "0003 0100010800FF 02 00"
+                                               .replace(" ", ""))
+    # get-response-with-list: data 5, then object-undefined (4)
+    resp = D.GetResponseWithList((D.u32(5), D.DataAccessResult.OBJECT_UNDEFINED))
+    assert D.encode_apdu(resp) == bytes.fromhex("C403C102" "00 0600000005" "01 04".replace(" ", ""))
 
 
 def test_wrapper_round_trip_and_checks() -> None:

@@ -885,6 +885,8 @@ class MeterSession:
             return self._get(apdu)
         if isinstance(apdu, D.GetRequestNext):
             return self._get_next(apdu)
+        if isinstance(apdu, D.GetRequestWithList):
+            return self._get_list(apdu)
         if isinstance(apdu, D.SetRequest):
             return self._set(apdu)
         if isinstance(apdu, D.ActionRequest):
@@ -905,6 +907,27 @@ class MeterSession:
         room = self.max_pdu - (40 if self.ciphering else 16)
         if len(encoded) + 8 <= room:
             return D.GetResponse(data=value, invoke=req.invoke)
+        self._blocks = [encoded[i : i + room] for i in range(0, len(encoded), room)]
+        self._block_invoke = req.invoke
+        return self._block(1)
+
+    def _get_list(self, req: D.GetRequestWithList) -> D.Apdu:
+        self._blocks = []
+        results: list[D.Data | D.DataAccessResult] = []
+        for ref, access in req.attributes:
+            obj = self.meter.find(ref.class_id, ref.obis)
+            if obj is None:
+                results.append(D.DataAccessResult.OBJECT_UNDEFINED)
+                continue
+            try:
+                results.append(obj.get(ref.index, access))
+            except AccessError as exc:
+                results.append(exc.result)
+        encoded = D.encode_result_list(results)
+        room = self.max_pdu - (40 if self.ciphering else 16)
+        if len(encoded) + 8 <= room:
+            return D.GetResponseWithList(tuple(results), req.invoke)
+        # too long: the SEQUENCE OF Get-Data-Result goes out in blocks (Green Book 9.3.6)
         self._blocks = [encoded[i : i + room] for i in range(0, len(encoded), room)]
         self._block_invoke = req.invoke
         return self._block(1)
@@ -963,7 +986,7 @@ def _negotiate(proposed: Any) -> Any:
     from dlms_cosem.protocol.xdlms.conformance import Conformance
 
     supported = {"get", "set", "action", "selective_access", "block_transfer_with_get_or_read",
-                 "priority_management_supported"}
+                 "priority_management_supported", "multiple_references"}
     kwargs = {name: bool(getattr(proposed, name, False)) and name in supported
               for name in attr_names(Conformance)}
     return Conformance(**kwargs)
