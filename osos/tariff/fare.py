@@ -28,7 +28,7 @@ next unit counts toward the new unit).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -148,6 +148,8 @@ class Totalizers:
     trips: int = 0
     extras_milli: int = 0
     money_milli: int = 0
+    shift: int = 0  # optional shift number (S3 2.1.8), set by the operator
+    trip_log: list[FareResult] = field(default_factory=list)  # per-trip records (without timeline)
 
 
 @dataclass
@@ -171,6 +173,7 @@ class Taximeter:
         self.tariffs = tariffs
         self.k_per_km = k_per_km
         self.state = State.FREE
+        self.cal_d = self.cal_t = 0  # um / us measured in CALIBRATION
         self.totals = Totalizers()
         self.record_timeline = record_timeline
         self._regimes: dict[tuple[str, tuple[str, ...]], _Regime] = {}
@@ -265,6 +268,7 @@ class Taximeter:
         if t_ms * US_PER_MS - self.stop_t < MIN_FARE_STATE_US:
             raise TaximeterError("the fare must be shown for at least 10 s before FREE")
         result = self.result()
+        self.totals.trip_log.append(replace(result, timeline=()))
         self.totals.trips += 1
         self.totals.extras_milli += self.extras_milli
         self.totals.money_milli += self.fare_milli + self.extras_milli
@@ -274,15 +278,18 @@ class Taximeter:
         return result
 
     def calibrate(self) -> None:
-        """FREE -> CALIBRATION (measurement check; no fare)."""
+        """FREE -> CALIBRATION: distance and time are measured from here (no fare), TAX-7 checks."""
         if self.state is not State.FREE:
             raise TaximeterError("CALIBRATION is only reachable from FREE")
         self.state = State.CALIBRATION
+        self.cal_d = self.cal_t = 0
 
-    def end_calibration(self) -> None:
+    def end_calibration(self) -> tuple[Decimal, Decimal]:
+        """CALIBRATION -> FREE; returns the distance (m) and time (s) measured meanwhile."""
         if self.state is not State.CALIBRATION:
             raise TaximeterError("not in CALIBRATION")
         self.state = State.FREE
+        return Decimal(self.cal_d) / 1_000_000, Decimal(self.cal_t) / 1_000_000
 
     def extra(self, count: int = 1) -> None:
         """EXTRA key: only in HIRED and STOPPED, up to the tariff's maximum count (TAX-6)."""
@@ -373,6 +380,9 @@ class Taximeter:
             raise TaximeterError("distance went backwards")
         self.totals.total_distance_um += dd
         self._last_t, self._last_d = t, d
+        if self.state is State.CALIBRATION:
+            self.cal_d += dd
+            self.cal_t += dt
         if self.state is State.HIRED:
             self.totals.hired_distance_um += dd
             self._segment(last_t, last_d, dt, dd)
@@ -878,3 +888,19 @@ def legs_to_samples(legs: Iterable[tuple[Decimal, Decimal]], distance_unit: str 
         t_ms += round(dur_ms)
         d_mm += total_mm
     return out
+
+
+def within_mpe(quantity: str, measured: Decimal, reference: Decimal, *, in_service: bool = False) -> bool:
+    """TAX-7 maximum permissible error: is ``measured`` close enough to ``reference``?
+
+    Distance (m): type approval the greater of 4 m and 0.2 %, in service 2 %; time (s): type approval
+    the greater of 0.2 s and 0.1 %, in service 0.2 % (S3 Table 2.1).
+    """
+    error = abs(measured - reference)
+    if quantity == "distance":
+        limit = reference * Decimal("0.02") if in_service else max(Decimal(4), reference * Decimal("0.002"))
+    elif quantity == "time":
+        limit = reference * Decimal("0.002") if in_service else max(Decimal("0.2"), reference * Decimal("0.001"))
+    else:
+        raise TaximeterError(f"quantity must be 'distance' or 'time', got {quantity!r}")
+    return error <= limit

@@ -287,3 +287,39 @@ def test_extra_activation_windows_offer_the_tariff_once() -> None:
     assert meter.available(datetime(2026, 3, 4, 12, 0)) == ("1",)
     assert meter.available(datetime(2026, 12, 25, 12, 0)) == ("2",)  # holiday window wins (HN > N)
     assert meter.available(datetime(2026, 3, 4, 23, 30)) == ("2",)
+
+
+def test_calibration_measures_distance_and_time_and_checks_the_mpe() -> None:
+    # covers TAX-6 (CALIBRATION from FREE) and TAX-7 (k, MPE of S3 Table 2.1)
+    from osos.tariff.fare import within_mpe
+
+    m = Taximeter(_set(), k_per_km=10_000)  # S3 4.5.1 test set-up: k = 10,000 -> 10 pulses per metre
+    m.pulses(0, 0)
+    m.calibrate()
+    m.pulses(60_000, 2_003)  # the signal generator's 2003 pulses over 60 s
+    distance, seconds = m.end_calibration()
+    assert (distance, seconds, m.state) == (Decimal("200.3"), Decimal(60), State.FREE)
+    # type approval: 4 m or 0.2 % (the greater); in service 2 %
+    assert within_mpe("distance", distance, Decimal(200))  # 0.3 m <= 4 m
+    assert within_mpe("distance", Decimal("1003"), Decimal(1000))  # 3 m <= max(4 m, 2 m)
+    assert not within_mpe("distance", Decimal("1005"), Decimal(1000))  # 5 m > 4 m
+    assert within_mpe("distance", Decimal("5009"), Decimal(5000))  # 9 m <= 0.2 % x 5000 m = 10 m
+    assert within_mpe("distance", Decimal("1019"), Decimal(1000), in_service=True)  # 19 m <= 2 %
+    assert not within_mpe("distance", Decimal("1021"), Decimal(1000), in_service=True)
+    assert within_mpe("time", Decimal("600.5"), Decimal(600))  # 0.5 s <= 0.1 % x 600 s = 0.6 s
+    assert not within_mpe("time", Decimal("60.3"), Decimal(60))  # 0.3 s > max(0.2 s, 0.06 s)
+    assert m.totals.total_distance_um == 200_300_000 and m.totals.hired_distance_um == 0
+
+
+def test_trip_log_keeps_each_trip() -> None:
+    # covers TAX-8 optional per-trip records
+    m = Taximeter(_set())
+    for k in range(2):
+        base = k * 100_000
+        m.sample(base, k * 1_000_000)
+        m.hire(base)
+        m.sample(base + 50_000, k * 1_000_000 + 1_000_000)  # 1 km at 72 km/h: 3.00 + 10 x 0.20
+        m.stop(base + 50_000)
+        m.free(base + 60_000)
+    assert [r.fare for r in m.totals.trip_log] == [Decimal("5.00"), Decimal("5.00")]
+    assert m.totals.trips == 2 and m.totals.money_milli == 10_000
