@@ -194,8 +194,8 @@ def test_identification_reads_and_directives_over_mqtt5(tmp_path, mqtt_broker, t
         listener.publish(*request(gw, "directive", "ref-list", {"operation": "list"}))
         listed = listener.wait_for(lambda r: r.body["referenceId"] == "ref-list" and r.body["function"] == "directive")
         names = {e["name"]: e["standard"] for e in listed.body["response"]["directives"]}
-        assert names == {"break": True, "load-profile": True, "readout": True, "short-read": True,
-                         "time-set": True, "clock-only": False}
+        assert names == {"break": True, "load-profile": True, "load-profile-2": True, "readout": True,
+                         "short-read": True, "time-set": True, "clock-only": False}
         listener.publish(*request(gw, "read", "ref-custom", {"directive": "clock-only",
                                                              "meter": {"serialNumber": "10000001"}}))
         clock = listener.wait_for(lambda r: r.body["referenceId"] == "ref-custom" and r.body["function"] == "read")

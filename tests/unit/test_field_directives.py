@@ -256,7 +256,7 @@ def test_schema_rejects_bad_directives(doc) -> None:  # covers HES-44
 
 
 def test_standard_set_is_valid_and_complete() -> None:  # covers HES-45
-    assert set(STD) == {"readout", "short-read", "load-profile", "time-set", "break"}
+    assert set(STD) == {"readout", "short-read", "load-profile", "load-profile-2", "time-set", "break"}
 
 
 def test_link_urls() -> None:
@@ -283,7 +283,7 @@ def test_gateway_discovers_meters_given_only_by_link(tmp_path) -> None:  # cover
     assert (config.flag, config.serial, config.model) == ("VIK", "81234567", "VEM-T31")
 
 
-@pytest.mark.parametrize("name", ["readout", "short-read", "load-profile", "time-set"])
+@pytest.mark.parametrize("name", ["readout", "short-read", "load-profile", "load-profile-2", "time-set"])
 def test_head_end_accepts_what_the_gateway_sends(tcp_pair, name) -> None:  # covers HES-6, HES-47
     from osos.headend.interpret import interpret
     from osos.protocols import mass

@@ -170,3 +170,22 @@ def test_load_profile_by_range() -> None:  # covers AMR-5
     assert len(everything.entries()) == 24
     empty = payload(s.feed(iec.load_profile_request(1, "2701010000", "2701020000")))
     assert iec.parse_reply(empty) == iec.MeterErrorReply("ER02")
+
+
+def test_kombi_keeps_a_reactive_load_profile_2_and_others_do_not() -> None:  # covers AMR-5
+    kombi = SimMeter(MeterModel("1", "kombi", T0, load=ConstantLoad(2000), reactive_per_mille=300), brand("makel"))
+    s = session(kombi, at=T0 + timedelta(hours=1))
+    _programming(s)
+    s.feed(iec.password("12345678"))
+    p1 = iec.parse_load_profile(payload(s.feed(iec.load_profile_request(1, "", ""))))
+    p2 = iec.parse_load_profile(payload(s.feed(iec.load_profile_request(2, "", ""))))
+    assert p1.blocks[0].channels == (("1.29.0", "kWh"), ("2.29.0", "kWh"))
+    assert p2.blocks[0].channels == tuple((f"{q}.29.0", "kvarh") for q in (5, 6, 7, 8))
+    # 15-minute periods at 2 kW: 0.500 kWh active and 300 per mille of it inductive (Q1, 5.8.0)
+    assert [row[0].value for _, row in p1.entries()] == ["0.500"] * 4
+    assert [tuple(v.value for v in row) for _, row in p2.entries()] == [("0.150", "0.000", "0.000", "0.000")] * 4
+    mono = sim("elektromed", "single-phase")
+    s = session(mono, at=T0 + timedelta(hours=2))
+    _programming(s)
+    s.feed(iec.password("00000000"))
+    assert iec.parse_reply(payload(s.feed(iec.load_profile_request(2, "", "")))) == iec.MeterErrorReply("ER02")

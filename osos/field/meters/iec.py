@@ -51,23 +51,31 @@ class SimMeter:
             for obis, values in self.brand.readout(self.model)
         ]
 
-    def load_profile_text(self, start: datetime | None, end: datetime | None) -> str:
-        """R5 ``P.01(start;end)`` answer text: one block per run of regular periods (AMR-5).
+    def profile_channels(self, profile: int) -> list[tuple[str, str]]:
+        """Columns of a load profile (AMR-5): P.01 active energy per period (kombi with export), P.02 the four
+        reactive quadrants (kombi only). Empty for a profile the meter does not have."""
+        if profile == 1:
+            return [("1.29.0", "kWh"), ("2.29.0", "kWh")] if self.kind == "kombi" else [("1.29.0", "kWh")]
+        if profile == 2 and self.kind == "kombi":
+            return [(f"{q}.29.0", "kvarh") for q in (5, 6, 7, 8)]
+        return []
 
-        Row values are the period's energy in kWh with 3 decimals; a power-cut entry (written at the moment
-        of the cut) starts its own block with status ``01``.
+    def load_profile_text(self, start: datetime | None, end: datetime | None, profile: int = 1) -> str:
+        """R5 ``P.0n(start;end)`` answer text: one block per run of regular periods (AMR-5).
+
+        Row values are the period's energy in kWh (kvarh) with 3 decimals; a power-cut entry (written at the
+        moment of the cut) starts its own block with status ``01``. ``(ER02)`` for an empty range or a profile
+        the meter does not keep.
         """
         model = self.model
+        channels = self.profile_channels(profile)
         entries = [
             e
             for e in model.profile
             if (start is None or model.local(e.end).replace(tzinfo=None) >= start)
             and (end is None or model.local(e.end).replace(tzinfo=None) <= end)
         ]
-        channels = [("1.29.0", "kWh")]
-        if model.kind == "kombi":
-            channels += [("2.29.0", "kWh"), ("5.29.0", "kvarh"), ("8.29.0", "kvarh")]
-        if not entries:
+        if not entries or not channels:
             return "(ER02)\r\n"
         period = model.profile_period_min
         blocks: list[list[LoadProfileEntry]] = []
@@ -85,9 +93,9 @@ class SimMeter:
                 blocks.append([entry])
         text = ""
         for block in blocks:
-            rows = [self._row(e) for e in block]
+            rows = [self._row(e, profile) for e in block]
             text += iec.build_load_profile(
-                1,
+                profile,
                 model.local(block[0].end).replace(tzinfo=None),
                 period,
                 channels,
@@ -96,13 +104,15 @@ class SimMeter:
             )
         return text
 
-    def _row(self, e: LoadProfileEntry) -> list[str]:
+    def _row(self, e: LoadProfileEntry, profile: int) -> list[str]:
         def kwh(wh: int) -> str:
             return f"{wh // 1000}.{wh % 1000:03d}"
 
+        if profile == 2:
+            return [kwh(e.reactive_varh.get(f"{q}.8.0", 0)) for q in (5, 6, 7, 8)]
         row = [kwh(e.import_wh)]
         if self.model.kind == "kombi":
-            row += [kwh(e.export_wh), kwh(e.reactive_varh.get("5.8.0", 0)), kwh(e.reactive_varh.get("8.8.0", 0))]
+            row.append(kwh(e.export_wh))
         return row
 
 
@@ -262,7 +272,7 @@ class IecPortSession:
             line = iec.parse_data_line(data)
         except iec.IECError:
             return self._error("ER03")
-        if line.address == "P.01":
+        if line.address in ("P.01", "P.02", "P.03"):
             stamps = line.values[0].value.split(";") if line.values else ["", ""]
             if len(stamps) != 2:
                 return self._error("ER03")
@@ -270,7 +280,7 @@ class IecPortSession:
                 start, end = (_parse_stamp(s) for s in stamps)
             except iec.IECError:
                 return self._error("ER03")
-            return iec.build_data_message(meter.load_profile_text(start, end))
+            return iec.build_data_message(meter.load_profile_text(start, end, int(line.address[2:])))
         if line.address not in meter.brand.registers[meter.kind] and line.address not in ("0.9.1", "0.9.2"):
             return self._error("ER02")
         values = tuple(iec.DataValue(v, u) for v, u in meter.brand.render(meter.model, line.address))
