@@ -165,6 +165,7 @@ class Gateway:
         client.on_message = self._on_message
         client.on_publish = lambda *args: self._wake.set()  # a PUBACK: let the publisher settle the outbox
         self._client = client
+        self._set_will()
         for target, name in ((self._publisher, "pub"), (self._worker, "work"), (self._scheduler, "sched")):
             thread = threading.Thread(target=target, name=f"gw-{self.config.serial}-{name}", daemon=True)
             thread.start()
@@ -220,6 +221,16 @@ class Gateway:
         self.connected.clear()
         self._generation += 1
         self._wake.set()
+        if not self._stop.is_set():
+            self._set_will()  # the next session's last gasp gets its own referenceId
+
+    def _set_will(self) -> None:
+        """MQTT last will: if the gateway vanishes without a goodbye (power cut, crash, lost link) the broker
+        itself publishes a power-loss alarm on the emergency topic (HES-24). Set anew before every connect."""
+        alarm = [{"type": "powerLoss", "level": "critical", "incidentCode": 0,
+                  "description": "gateway connection lost without a goodbye (MQTT last will)"}]
+        message = mass.make("alarm", self.device, response=alarm, status="success")
+        self._client.will_set(self.topics.emergency(self.device), mass.encode(message), qos=1)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         try:

@@ -285,3 +285,23 @@ def test_transparent_port_and_its_configuration(tmp_path, mqtt_broker, topic_pre
     finally:
         gw.stop()
         listener.close()
+
+
+def test_last_will_raises_a_power_loss_alarm(tmp_path, mqtt_broker, topic_prefix) -> None:  # covers HES-24
+    import socket
+
+    listener = Listener(*mqtt_broker, topic_prefix)
+    gw = make_gateway(tmp_path, mqtt_broker, topic_prefix, [])
+    try:
+        gw.start()
+        listener.wait_for(lambda r: r.body["function"] == "identification")
+        gw._client.socket().shutdown(socket.SHUT_RDWR)  # the line drops without an MQTT DISCONNECT
+        alarm = listener.wait_for(lambda r: r.body["function"] == "alarm", timeout=15)
+        assert alarm.topic == f"{topic_prefix}/device/OSS/0000000001/emergency"
+        assert alarm.body["response"][0]["type"] == "powerLoss"
+        # the gateway comes back by itself and says so with a new identification
+        listener.wait_for(lambda r: r.body["function"] == "identification"
+                          and r.body["referenceId"] != listener.seen[0].body["referenceId"], timeout=15)
+    finally:
+        gw.stop()
+        listener.close()
