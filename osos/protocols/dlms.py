@@ -1240,6 +1240,40 @@ def _acse_json(apdu: AcseApdu) -> dict[str, Any]:
     return out
 
 
+def _initiate_json(raw: bytes) -> dict[str, Any]:
+    from dlms_cosem.protocol import xdlms
+
+    try:
+        ini: Any = (xdlms.InitiateRequest if raw[:1] == b"\x01" else xdlms.InitiateResponse).from_bytes(raw)
+    except Exception as exc:  # the library raises assorted exception types
+        raise DLMSError(f"bad xDLMS-Initiate: {exc.__class__.__name__}: {exc}") from None
+    conf = getattr(ini, "proposed_conformance", None) or getattr(ini, "negotiated_conformance", None)
+    granted = sorted(name for name in vars(conf) if getattr(conf, name) is True) if conf is not None else []
+    size = getattr(ini, "client_max_receive_pdu_size", None) or getattr(ini, "server_max_receive_pdu_size", None)
+    return {"apdu": ini.__class__.__name__, "conformance": granted, "max_receive_pdu_size": size}
+
+
+def _decrypt_initiate(apdu: AcseApdu, key: bytes) -> dict[str, Any]:
+    """With keys, show the ciphered xDLMS-Initiate inside an AARQ (client title in the AARQ) or an
+    AARE (meter title in the AARE)."""
+    p = apdu.parsed
+    ui = getattr(p, "user_information", None)
+    content = getattr(ui, "content", None)
+    if content is None or not hasattr(content, "ciphered_text"):
+        return {}
+    if len(key) not in (16, 32):
+        raise DLMSError("--key must be EK (16 bytes) or EK||AK (32 bytes) for an AARQ/AARE")
+    title = bytes(getattr(p, "system_title", None) or b"")
+    if len(title) != 8:
+        raise DLMSError("ciphered xDLMS-Initiate without an 8-byte system title in the ACSE APDU")
+    ic = int(content.invocation_counter)
+    if len(key) == 32:
+        plain = decrypt(content.ciphered_text, system_title=title, invocation_counter=ic, ek=key[:16], ak=key[16:])
+    else:
+        plain = decrypt_unauthenticated(content.ciphered_text, system_title=title, invocation_counter=ic, ek=key)
+    return {"invocation_counter": ic, "authenticated": len(key) == 32, "decrypted": _initiate_json(plain)}
+
+
 def _strip_transport(data: bytes) -> tuple[bytes, dict[str, Any]]:
     """Accept a bare APDU, a wrapper frame, or one HDLC frame (an I-frame's LLC header is dropped;
     a frame without information returns no APDU bytes)."""
@@ -1292,6 +1326,8 @@ def decode_to_json(data: bytes, key: bytes | None) -> dict[str, Any]:
     apdu = decode_apdu(apdu_bytes)
     out = apdu_to_json(apdu)
     out.update(meta)
+    if isinstance(apdu, AcseApdu) and key is not None:
+        out.update(_decrypt_initiate(apdu, key))
     if isinstance(apdu, CipheredApdu) and key is not None:
         if len(key) not in (16, 24, 32, 40):
             raise DLMSError("--key must be EK or EK||AK (16/32 bytes), optionally after the 8-byte system title")

@@ -263,3 +263,28 @@ def test_decode_to_json_typed_values() -> None:
     assert out == {"apdu": "get-response-normal", "invoke_id": 1, "error": None, "transport": "none",
                    "data": {"type": "structure", "value": [{"type": "integer", "value": -1},
                                                            {"type": "enum", "value": 30}]}}
+
+
+def test_decode_ciphered_aarq_shows_the_initiate_request() -> None:
+    from dlms_cosem import enumerations as E
+    from dlms_cosem.protocol import acse, xdlms
+    from dlms_cosem.protocol.xdlms.conformance import Conformance
+    from dlms_cosem.security import SecurityControlField
+
+    initiate = xdlms.InitiateRequest(proposed_conformance=Conformance(get=True, selective_access=True),
+                                     client_max_receive_pdu_size=512)
+    title = bytes.fromhex("4D4D4D0000000001")
+    ct = D.encrypt(initiate.to_bytes(), system_title=title, invocation_counter=7, ek=EK, ak=AK)
+    aarq = acse.ApplicationAssociationRequest(
+        user_information=acse.UserInformation(content=xdlms.GlobalCipherInitiateRequest(
+            security_control=SecurityControlField(0, authenticated=True, encrypted=True),
+            invocation_counter=7, ciphered_text=ct)),
+        system_title=title, authentication=E.AuthenticationMechanism.HLS_GMAC, ciphered=True,
+        authentication_value=b"K56iVagY")
+    out = D.decode_to_json(bytes(aarq.to_bytes()), EK + AK)
+    assert (out["apdu"], out["ciphered"], out["authentication"]) == ("aarq", True, "hls_gmac")
+    assert out["invocation_counter"] == 7 and out["authenticated"] is True
+    assert out["decrypted"] == {"apdu": "InitiateRequest", "conformance": ["get", "selective_access"],
+                                "max_receive_pdu_size": 512}
+    with pytest.raises(D.DLMSError, match="authentication tag"):
+        D.decode_to_json(bytes(aarq.to_bytes()), EK + bytes(16))
