@@ -122,3 +122,14 @@ def test_ireland_rate_in_force_follows_the_order(local: str, expected: str) -> N
     back = binary.decode(binary.encode(ts))  # the image selects the same rate
     cands = [(t.no, a) for t in back.tariffs for a in (t.activation, *t.also_active)]
     assert select_tariff(cands, datetime.fromisoformat(local), back.only_one_active) == (expected,)
+
+
+def test_engine_refuses_the_standard_rate_on_a_bank_holiday() -> None:
+    # covers TAX-4/TAX-6: only one rate may be in force (only_one_active); on the June bank holiday
+    # 2015 (Monday 1 June) that is the premium rate, also after an encode/decode of the image
+    from osos.tariff.fare import TaximeterError
+
+    for ts in (load_taxi_tariff("ireland-2015"), binary.decode(binary.encode(load_taxi_tariff("ireland-2015")))):
+        with pytest.raises(TaximeterError, match="not active"):
+            replay(ts, [(0, 0), (60_000, 500_000)], datetime(2015, 6, 1, 10, 0), tariff_no="1")
+        assert replay(ts, [(0, 0), (60_000, 500_000)], datetime(2015, 6, 1, 10, 0)).tariff_no == "2"
