@@ -378,7 +378,8 @@ class Gateway:
                 elif job.kind == "push":
                     directive = self._directive(self.config.push_directive)
                     for meter in job.meters:
-                        self._read_one(meter, directive, None, push=True, packet_class=None, extra={})
+                        if self._identified(meter):
+                            self._read_one(meter, directive, None, push=True, packet_class=None, extra={})
                 elif job.message is not None:
                     self._handle(job.message)
             except Exception:  # a bug in one job must not kill the agent
@@ -420,7 +421,16 @@ class Gateway:
             return  # refused in _accept already; a directive removed in between leaves nothing to do
         extra = body.get("params") if isinstance(body.get("params"), dict) else {}
         for meter in self._targets(body.get("meter")) or []:
-            self._read_one(meter, directive, ref, push=False, packet_class=body.get("packetClass"), extra=extra)
+            if self._identified(meter):
+                self._read_one(meter, directive, ref, push=False, packet_class=body.get("packetClass"),
+                               extra=extra)
+
+    def _identified(self, meter: MeterConfig) -> bool:
+        """A meter known only by its link is identified first (it may have been unreachable at start); until
+        then it is left out, since every packet must name its meter."""
+        if not (meter.flag and meter.serial):
+            self.discover([meter])
+        return bool(meter.flag and meter.serial)
 
     def _read_one(
         self,
@@ -646,6 +656,7 @@ class Gateway:
                     "frame": "7E1",
                 }
                 for m in self.meters
+                if m.flag and m.serial  # a meter not identified yet is listed once it is
             ],
         }
 
@@ -657,10 +668,10 @@ class Gateway:
             return ""
 
     # ------------------------------------------------------------------ discovery
-    def discover(self) -> None:
+    def discover(self, meters: list[MeterConfig] | None = None) -> None:
         """Fill in flag/serial/model of meters configured by link only: one readout each (AMR-7)."""
         directive = standard_directives()["readout"]
-        for meter in self.meters:
+        for meter in self.meters if meters is None else meters:
             if meter.flag and meter.serial:
                 continue
             try:

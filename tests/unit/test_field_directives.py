@@ -297,3 +297,16 @@ def test_head_end_accepts_what_the_gateway_sends(tcp_pair, name) -> None:  # cov
     verdict = interpret(mass.encode(mass.make("read", device, response=body)), topics.uplink(device), topics, NOW)
     assert verdict.status == "ok", verdict.error
     assert (verdict.reading.flag, verdict.reading.serial) == ("MKL", "70000001")
+
+
+def test_unreachable_unidentified_meter_is_left_out_until_known(tmp_path) -> None:
+    from osos.field.gateway import Gateway, GatewayConfig, MeterConfig
+
+    known = MeterConfig(link="tcp://127.0.0.1:9?address=1", flag="ELM", serial="1")
+    unknown = MeterConfig(link="tcp://127.0.0.1:9?address=2")  # port 9: nobody listens
+    gw = Gateway(GatewayConfig(flag="OSS", serial="1", data_dir=tmp_path), [known, unknown])
+    try:
+        assert [m["serialNumber"] for m in gw.identification()["meters"]] == ["1"]
+        assert gw._identified(unknown) is False and gw._identified(known) is True
+    finally:
+        gw.stop()
