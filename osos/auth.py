@@ -197,8 +197,8 @@ class Principal:
 def create_user(conn: Connection, username: str, password: str, role: str, *, now: datetime) -> int:
     """Store a new user with a scrypt hash; the password must pass the policy."""
     username = username.strip()
-    if not username or len(username) > 64 or any(c.isspace() for c in username):
-        raise UserError("user name must be 1-64 characters without spaces")
+    if not username or len(username) > 64 or any(c.isspace() or not c.isprintable() for c in username):
+        raise UserError("user name must be 1-64 printable characters without spaces")
     if role not in ROLE_PERMISSIONS:
         raise UserError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
     check_password_policy(password, username)

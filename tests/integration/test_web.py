@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from markupsafe import escape
 from sqlalchemy import Engine, func, insert, select
 
@@ -222,6 +224,10 @@ def test_meter_list_and_search(web: Web) -> None:
     assert _serials(web, headers, "%") == set()  # LIKE wildcards are searched literally
     assert _serials(web, headers, "_") == set()
     assert _serials(web, headers, "nobody") == set()
+    for bad in ("a\x00b", "\x1b[2J"):  # control characters never reach SQL (PostgreSQL refuses NUL in text)
+        assert web.client.get("/api/v1/meters", params={"q": bad}, headers=headers).status_code == 422
+        assert web.client.get("/api/v1/modems", params={"q": bad}, headers=headers).status_code == 422
+    assert web.client.post("/api/v1/auth/token", json={"username": "ve\x00ra", "password": "x"}).status_code == 422
     res = web.client.get("/api/v1/meters", params={"modem": web.ids["modem_on"]}, headers=headers)
     assert {m["serial"] for m in res.json()} == {"12345678", "87654321"}
 
@@ -232,6 +238,23 @@ def test_meter_list_and_search(web: Web) -> None:
     assert web.client.get("/api/v1/meters", params={"modem": 2**40}, headers=headers).status_code == 422
     missing = web.client.get("/api/v1/meters/999999", headers=headers)
     assert missing.status_code == 404 and missing.json() == {"detail": "meter 999999 does not exist"}
+
+
+def test_search_never_fails_on_odd_text(web: Web) -> None:
+    """Any printable text (quotes, backslashes, LIKE wildcards, Turkish and other scripts) is searched, not run."""
+    headers = web.auth("vera")
+    alphabet = st.characters(blacklist_categories=("Cc", "Cs"))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.text(alphabet=alphabet, min_size=1, max_size=30))
+    def search(q: str) -> None:
+        res = web.client.get("/api/v1/meters", params={"q": q}, headers=headers)
+        assert res.status_code == 200, (q, res.text)
+        assert isinstance(res.json(), list)
+        if q.strip() in ("%", "_", "%%", "__"):  # wildcards alone match nothing: they are searched literally
+            assert res.json() == []
+
+    search()
 
 
 def test_registers_keep_digits_exactly(web: Web) -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from osos.auth import Principal
 from osos.store import queries
 from osos.store.db import utcnow
-from osos.web.api.schemas import MAX_ID, ErrorResponse, Meter, MeterIdPath, Modem, RawMessage, RegisterValue
+from osos.web.api.schemas import MAX_ID, NO_CONTROL, ErrorResponse, Meter, MeterIdPath, Modem, RawMessage, RegisterValue
 from osos.web.security import require
 
 router = APIRouter(prefix="/api/v1", tags=["inventory"], responses={401: {"model": ErrorResponse},
@@ -23,7 +23,7 @@ can_read = require("read")
 @router.get("/modems", response_model=list[Modem])
 def list_modems(
     request: Request,
-    q: str | None = Query(None, max_length=64, description="part of the modem serial (or flag+serial)"),
+    q: str | None = Query(None, max_length=64, pattern=NO_CONTROL, description="part of the modem serial"),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
     _: Principal = Depends(can_read),
@@ -36,7 +36,8 @@ def list_modems(
 @router.get("/meters", response_model=list[Meter])
 def list_meters(
     request: Request,
-    q: str | None = Query(None, max_length=128, description="serial, installation number or subscriber name"),
+    q: str | None = Query(None, max_length=128, pattern=NO_CONTROL,
+                         description="serial, installation number or subscriber name"),
     modem: int | None = Query(None, ge=1, le=MAX_ID, description="only meters behind this modem id"),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),

@@ -11,12 +11,14 @@ from pydantic import BaseModel, Field
 # Row ids are INTEGER columns: a larger number cannot exist, and PostgreSQL would refuse it with an error instead
 # of "not found" - so the API refuses it up front (422).
 MAX_ID = 2**31 - 1
+# Free text that reaches SQL must not hold control characters (PostgreSQL refuses NUL in text): 422 up front.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 MeterIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="meter id")]
 OrderIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="order id")]
 
 
 class TokenRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
+    username: str = Field(min_length=1, max_length=64, pattern=NO_CONTROL)
     password: str = Field(min_length=1, max_length=1024)
 
 

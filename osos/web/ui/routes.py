@@ -18,7 +18,7 @@ from starlette.responses import Response
 from osos.auth import AuthError, Principal, authenticate, issue_token, verify_token
 from osos.store import queries
 from osos.store.db import utcnow
-from osos.web.api.schemas import MAX_ID, MeterIdPath
+from osos.web.api.schemas import MAX_ID, NO_CONTROL, MeterIdPath
 from osos.web.i18n import LANGUAGES
 from osos.web.security import (
     LANG_COOKIE,
@@ -63,7 +63,7 @@ def login_form(request: Request, next: str | None = Query(None)) -> Response:  #
 @router.post("/login")
 def login_submit(
     request: Request,
-    username: str = Form("", max_length=64),
+    username: str = Form("", max_length=64, pattern=NO_CONTROL),
     password: str = Form("", max_length=1024),
     csrf_token: str = Form(""),
     next: str = Form("/meters"),  # noqa: A002 - the form field name
@@ -121,7 +121,7 @@ def switch_language(request: Request, code: str, next: str | None = Query(None))
 
 
 @router.get("/modems")
-def modems_page(request: Request, q: str | None = Query(None, max_length=64),
+def modems_page(request: Request, q: str | None = Query(None, max_length=64, pattern=NO_CONTROL),
                 _: Principal = Depends(can_read)) -> Response:
     with request.app.state.engine.connect() as conn:
         items = queries.list_modems(conn, now=utcnow(), q=q, limit=PAGE_ROWS)
@@ -131,7 +131,7 @@ def modems_page(request: Request, q: str | None = Query(None, max_length=64),
 @router.get("/meters")
 def meters_page(
     request: Request,
-    q: str | None = Query(None, max_length=128),
+    q: str | None = Query(None, max_length=128, pattern=NO_CONTROL),
     modem: int | None = Query(None, ge=1, le=MAX_ID),
     _: Principal = Depends(can_read),
 ) -> Response:
