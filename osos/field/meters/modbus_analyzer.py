@@ -31,7 +31,7 @@ from osos.protocols.modbus import (
     encode_register,
 )
 
-EPOCH = datetime(2020, 1, 1, tzinfo=UTC)  # energy registers count from here
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)  # energy registers count from here (float32 keeps 0.01 kWh until 131072)
 _FLOAT_STEP = Decimal("0.01")  # simulated float32 values carry two decimals (what the display shows)
 
 
@@ -72,7 +72,7 @@ class SimulatedAnalyzer:
         # a daily load curve: low at night, peak in the evening, each phase loaded a little differently
         day_load = Decimal(str(0.55 + 0.35 * math.sin(math.pi * float((hour - 6) % 24) / 24)))
         phase_share = Decimal("0.8") + Decimal("0.4") * _unit_fraction(self.seed, "i", phase)
-        amps = Decimal(40) * day_load * phase_share + 2 * _unit_fraction(self.seed, "di", phase, minute)
+        amps = Decimal(10) * day_load * phase_share + 2 * _unit_fraction(self.seed, "di", phase, minute)
         pf = Decimal("0.93") + Decimal("0.06") * _unit_fraction(self.seed, "pf", phase, minute)
         thd = Decimal("1.5") + 2 * _unit_fraction(self.seed, "thd", phase, minute)
         return volts, amps, pf, thd
@@ -118,11 +118,11 @@ class SimulatedAnalyzer:
             "current_n_demand": Decimal(3), "current_n_demand_max": Decimal(6),
             "phase_sequence": "L1-L2-L3",
         })
-        # energy: the average load (about 18 kW import, a little export) since EPOCH, plus a per-seed start
+        # energy: the average load (4 kW import, a little export) since EPOCH, plus a per-seed start
         hours = Decimal(int((t - EPOCH).total_seconds())) / 3600
         start = 1000 * _unit_fraction(self.seed, "e")
         v.update({
-            "active_energy_import": start + hours * 18, "active_energy_export": hours * Decimal("0.4"),
+            "active_energy_import": start + hours * 4, "active_energy_export": hours * Decimal("0.4"),
             "reactive_energy_import": start / 4 + hours * 5, "reactive_energy_export": hours * Decimal("0.1"),
         })
         v["active_energy_total"] = v["active_energy_import"] + v["active_energy_export"]  # type: ignore[operator]
