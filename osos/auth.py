@@ -18,10 +18,10 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, func, insert, select
 from sqlalchemy.engine import Connection
 
 from osos.store.schema import log_records, users
@@ -239,6 +239,32 @@ def principal_for(conn: Connection, claims: Claims) -> Principal | None:
     if row is None or row.disabled:
         return None
     return Principal(username=row.username, role=row.role)
+
+
+# HES-6: after this many failed logins for one user name from one client within the window, further attempts are
+# refused without checking the password until older failures leave the window. Counted from the security log
+# itself, so every head-end process sees the same count.
+LOGIN_FAILURE_LIMIT = 5
+LOGIN_FAILURE_WINDOW = timedelta(minutes=15)
+FAILED_LOGIN = "failed login"
+
+
+def recent_login_failures(conn: Connection, username: str, client: str, *, now: datetime) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(log_records)
+            .where(
+                and_(
+                    log_records.c.category == "security",
+                    log_records.c.at > now - LOGIN_FAILURE_WINDOW,
+                    log_records.c.message == FAILED_LOGIN,
+                    log_records.c.detail["user"].as_string() == username,
+                    log_records.c.detail["client"].as_string() == client,
+                )
+            )
+        ).scalar_one()
+    )
 
 
 def record_security_event(

@@ -16,7 +16,15 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from osos.auth import AuthError, Principal, principal_for, record_security_event, verify_token
+from osos.auth import (
+    LOGIN_FAILURE_LIMIT,
+    AuthError,
+    Principal,
+    principal_for,
+    recent_login_failures,
+    record_security_event,
+    verify_token,
+)
 from osos.store.db import utcnow
 
 SESSION_COOKIE = "osos_session"
@@ -49,11 +57,25 @@ def csrf_token_for(secret: bytes, session_token: str) -> str:
     return hmac.new(secret, b"csrf|" + session_token.encode(), hashlib.sha256).hexdigest()[:40]
 
 
+def client_of(request: Request) -> str:
+    return request.client.host if request.client and request.client.host else "unknown"
+
+
+def login_throttled(request: Request, username: str) -> bool:
+    """HES-6: too many recent failures for this user name from this client; the refusal is logged too."""
+    with request.app.state.engine.connect() as conn:
+        failures = recent_login_failures(conn, username, client_of(request), now=utcnow())
+    if failures < LOGIN_FAILURE_LIMIT:
+        return False
+    log_security(request, "login throttled", user=username)
+    return True
+
+
 def log_security(request: Request, message: str, **detail: Any) -> None:
     """HES-59: record unauthorized access attempts; logging must never break the answer."""
     detail.setdefault("path", request.url.path)
     detail.setdefault("method", request.method)
-    detail.setdefault("client", request.client.host if request.client else None)
+    detail.setdefault("client", client_of(request))
     try:
         with request.app.state.engine.begin() as conn:
             record_security_event(conn, message, now=utcnow(), detail=detail)

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, insert, select, update
 
 from osos.auth import hash_password, issue_token
 from osos.config import Settings
@@ -180,6 +180,29 @@ def test_bad_credentials_and_tokens_are_refused_and_logged(web: Web) -> None:
     ghost, _ = issue_token(key, "ghost", "admin", ttl_s=600, now=datetime.now(UTC))  # signed, but no such user
     assert web.client.get("/api/v1/meters", headers={"Authorization": f"Bearer {ghost}"}).status_code == 401
     assert web.security_records() == before + 6  # two failed logins, four rejected tokens
+
+
+def test_repeated_failed_logins_are_throttled(web: Web) -> None:
+    """HES-6: after 5 failures in 15 minutes for one user from one client, even the right password gets 429."""
+    wrong = {"username": "oscar", "password": "Wrong-password-42"}
+    for _ in range(5):
+        assert web.client.post("/api/v1/auth/token", json=wrong).status_code == 401
+    right = {"username": "oscar", "password": PASSWORD}
+    res = web.client.post("/api/v1/auth/token", json=right)
+    assert res.status_code == 429 and res.json() == {"detail": "too many failed logins; try again later"}
+    assert res.headers["retry-after"] == "900"
+    assert web.client.post("/api/v1/auth/token", json={"username": "vera", "password": PASSWORD}).status_code == 200
+    with TestClient(web.client.app, client=("192.0.2.7", 50000)) as elsewhere:  # same user, another client
+        assert elsewhere.post("/api/v1/auth/token", json=right).status_code == 200
+    form = web.client.get("/login")  # the form is throttled the same way
+    page = web.client.post("/login", data={**right, "csrf_token": _csrf_from(form.text)})
+    assert page.status_code == 429 and "Too many failed sign-ins" in page.text
+    with web.engine.connect() as conn:
+        messages = [r.message for r in conn.execute(select(log_records.c.message).order_by(log_records.c.id))]
+    assert messages.count("failed login") == 5 and messages.count("login throttled") == 2
+    with web.engine.begin() as conn:  # the failures age out of the 15-minute window
+        conn.execute(update(log_records).values(at=NOW - timedelta(minutes=16)))
+    assert web.client.post("/api/v1/auth/token", json=right).status_code == 200
 
 
 def test_modems_list_with_counts_and_online_flag(web: Web) -> None:

@@ -43,7 +43,8 @@ def test_every_template_string_exists_in_both_languages() -> None:
     assert len(keys) > 60  # the scan found the templates' strings
     dynamic = {f"role.{r}" for r in ROLES} | {f"status.{s}" for s in STATUSES} | {f"orderkind.{k}" for k in ORDER_KINDS}
     dynamic |= {f"error.{code}" for code in (400, 401, 403, 404, 500)} | {"meter.encoding_utf-8", "meter.encoding_hex"}
-    dynamic |= {"login.failed", "login.expired"} | {f"order.{s}" for s in ("pending", "running", "succeeded", "failed")}
+    dynamic |= {"login.failed", "login.expired", "login.throttled"}
+    dynamic |= {f"order.{s}" for s in ("pending", "running", "succeeded", "failed")}
     for lang in LANGUAGES:
         missing = (keys | dynamic) - set(catalog(lang))
         assert not missing, (lang, sorted(missing))

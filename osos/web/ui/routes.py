@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
-from osos.auth import AuthError, Principal, authenticate, issue_token, verify_token
+from osos.auth import FAILED_LOGIN, AuthError, Principal, authenticate, issue_token, verify_token
 from osos.store import queries
 from osos.store.db import utcnow
 from osos.web.api.schemas import MAX_ID, NO_CONTROL, MeterIdPath
@@ -26,6 +26,7 @@ from osos.web.security import (
     SESSION_COOKIE,
     csrf_token_for,
     log_security,
+    login_throttled,
     require,
 )
 from osos.web.ui.render import obis_name, render, request_language
@@ -71,16 +72,22 @@ def login_submit(
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     ok_csrf = bool(expected) and hmac.compare_digest(expected.encode(), csrf_token.encode())
     principal = None
-    if ok_csrf and username and password:
+    throttled = ok_csrf and bool(username) and login_throttled(request, username)
+    if ok_csrf and username and password and not throttled:
         with request.app.state.engine.connect() as conn:
             principal = authenticate(conn, username, password)
     if principal is None:
-        if ok_csrf:
-            log_security(request, "failed login", user=username)
+        if ok_csrf and not throttled:
+            log_security(request, FAILED_LOGIN, user=username)
         nonce = secrets.token_urlsafe(24)
-        error = "login.failed" if ok_csrf else "login.expired"
+        if throttled:
+            error, status = "login.throttled", 429
+        elif ok_csrf:
+            error, status = "login.failed", 401
+        else:
+            error, status = "login.expired", 400
         response = render(request, "login.html", {"login_csrf": nonce, "next": safe_next(next), "error": error,
-                                                  "username": username}, status_code=401 if ok_csrf else 400)
+                                                  "username": username}, status_code=status)
         response.set_cookie(LOGIN_CSRF_COOKIE, nonce, httponly=True, samesite="strict", secure=_secure(request),
                             max_age=3600, path="/login")
         return response
