@@ -20,6 +20,7 @@ DECODERS: dict[str, str] = {
     "mbus": "osos.protocols.mbus",
     "wmbus": "osos.protocols.wmbus",
     "dlms": "osos.protocols.dlms",
+    "modbus": "osos.protocols.modbus",
 }
 
 

@@ -25,6 +25,7 @@ from osos.cli import decode as _decode  # noqa: E402
 from osos.cli import dlms as _dlms  # noqa: E402
 from osos.cli import fare as _fare  # noqa: E402
 from osos.cli import field as _field  # noqa: E402
+from osos.cli import modbus as _modbus  # noqa: E402
 from osos.cli import server as _server  # noqa: E402
 from osos.cli import tariff_tools as _tariff_tools  # noqa: E402
 from osos.cli import users as _users  # noqa: E402
@@ -34,6 +35,7 @@ _decode.register(app)
 _dlms.register(app)
 _fare.register(app)
 _field.register(app)
+_modbus.register(app)
 _server.register(app)
 _tariff_tools.register(app)
 _users.register(app)
