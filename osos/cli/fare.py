@@ -175,8 +175,10 @@ def tariff_show(name: str = typer.Argument(..., help="Library name or path of a 
         ts = load_tariff(name)
     except TariffError as exc:
         raise _fail(str(exc)) from None
-    if not isinstance(ts, TaxiTariffSet):
-        typer.echo(repr(ts))
+    if not isinstance(ts, TaxiTariffSet):  # energy and water tariffs summarise themselves
+        import json
+
+        typer.echo(json.dumps(ts.to_summary(), ensure_ascii=False, indent=2, default=str))
         return
     unit = ts.distance_unit
     typer.echo(f"{ts.name}: {ts.city} ({ts.country}) {ts.year}, {ts.currency}, distances in {unit}")
@@ -197,13 +199,16 @@ def tariff_show(name: str = typer.Argument(..., help="Library name or path of a 
 
 
 @tariff_app.command("validate")
-def tariff_validate(path: Path = typer.Argument(..., help="Tariff file to check.")) -> None:
+def tariff_validate(path: Path = typer.Argument(..., help="Tariff file (or a library name) to check.")) -> None:
     """Validate a tariff file (exit 2 with the reason when it is invalid)."""
     from osos.tariff.errors import TariffError
-    from osos.tariff.library import parse_document, read_document
+    from osos.tariff.library import find_tariff, parse_document, read_document
 
     if not path.is_file():
-        raise _fail(f"{path}: no such file")
+        try:
+            path = find_tariff(str(path))
+        except TariffError:
+            raise _fail(f"{path}: no such file or library tariff") from None
     try:
         parse_document(read_document(path), path.stem)
     except TariffError as exc:

@@ -129,3 +129,20 @@ def test_tariff_list_show_validate(tmp_path: Path) -> None:
         'no = "1"', 'no = "12"'), encoding="utf-8")
     res = runner.invoke(app, ["tariff", "validate", str(bad)])
     assert res.exit_code == 2 and "tariff number must be one character" in res.stderr
+
+
+def test_tariff_show_summarises_an_energy_tariff_and_validate_takes_a_library_name() -> None:
+    import tomllib
+
+    from osos.tariff.library import find_tariff
+
+    doc = tomllib.loads(find_tariff("tr-three-time").read_text("utf-8"))
+    shown = runner.invoke(app, ["tariff", "show", "tr-three-time"])
+    assert shown.exit_code == 0, shown.output
+    summary = json.loads(shown.output)
+    assert summary["kind"] == "energy" and summary["name"] == "tr-three-time"
+    assert set(summary["bands"]) == set(doc["bands"])
+    ok = runner.invoke(app, ["tariff", "validate", "iski-2023"])
+    assert ok.exit_code == 0 and "ok" in ok.output
+    missing = runner.invoke(app, ["tariff", "validate", "no-such-tariff"])
+    assert missing.exit_code == 2
