@@ -192,6 +192,8 @@ def read_map(
     errors = {k: v for k, v in errors.items() if (wanted is None or k in wanted) and k not in failed}
     errors.update(failed)
     alarms = evaluate_alarms(values, limits if limits is not None else regmap.alarms)
+    if wanted is not None:  # neighbours read in the same request stay in ``words`` only
+        values = {k: v for k, v in values.items() if k in wanted}
     identity = dict(regmap.device)
     identity.update({r.name: str(values[r.name]) for r in regmap.registers
                      if r.group == "identity" and r.name in values})

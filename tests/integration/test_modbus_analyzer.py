@@ -197,3 +197,14 @@ def test_simulator_is_deterministic_and_moves_with_the_clock(sdm630) -> None:  #
     e1, _ = M.decode_words(sdm630, a.words_at(later))
     # one hour of the simulated 4 kW average load
     assert e1["active_energy_import"] - e0["active_energy_import"] == Decimal(4)  # type: ignore[operator]
+
+
+def test_only_the_asked_registers_are_returned(sdm630, client_factory) -> None:  # type: ignore[no-untyped-def]
+    sim = SimulatedAnalyzer(sdm630, seed=6, unit=1, clock=fixed)
+    with serve([sim], "socket") as server:
+        result = read_map(client_factory(f"tcp://127.0.0.1:{server.port}"), sdm630, unit=1,
+                          names=["voltage_l1_n", "frequency"])
+    # one bridged request 0x0000..0x0047 (72 words) carries both; the neighbours stay raw words only
+    assert result.requests == 1
+    assert set(result.values) == {"voltage_l1_n", "frequency"}
+    assert len(result.words) == 0x48
