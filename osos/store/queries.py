@@ -107,6 +107,24 @@ def list_modems(
     return out
 
 
+def get_modem(
+    conn: Connection, modem_id: int, *, now: datetime, heartbeat_period_s: int = DEFAULT_HEARTBEAT_PERIOD_S
+) -> dict[str, Any] | None:
+    """One modem with its full identity as last received (HES-22) and the same online flag as the list."""
+    row = conn.execute(select(modems).where(modems.c.id == modem_id)).mappings().first()
+    if row is None:
+        return None
+    item = dict(row)
+    for key in ("registered_at", "identified_at", "last_seen_at", "last_heartbeat_at"):
+        item[key] = as_utc(item[key])
+    item["meters"] = int(
+        conn.execute(select(func.count()).select_from(meters).where(meters.c.modem_id == modem_id)).scalar_one()
+    )
+    hb = item["last_heartbeat_at"]
+    item["online"] = hb is not None and now - hb <= online_window(heartbeat_period_s)
+    return item
+
+
 def _meter_query() -> Any:
     return select(
         meters.c.id,

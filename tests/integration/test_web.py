@@ -216,6 +216,14 @@ def test_modems_list_with_counts_and_online_flag(web: Web) -> None:
     assert on["online"] is True  # heartbeat 60 s ago: within 5 minutes
     assert off["online"] is False  # heartbeat an hour ago
     assert datetime.fromisoformat(on["last_heartbeat_at"]) == NOW - timedelta(seconds=60)
+    one = web.client.get(f"/api/v1/modems/{web.ids['modem_on']}", headers=web.auth("vera"))
+    assert one.status_code == 200
+    detail = one.json()
+    assert (detail["serial"], detail["meters"], detail["online"]) == ("MDM0001", 2, True)
+    assert detail["topic_style"] == "device"
+    assert datetime.fromisoformat(detail["registered_at"]) == NOW - timedelta(days=3)
+    missing = web.client.get("/api/v1/modems/999999", headers=web.auth("vera"))
+    assert missing.status_code == 404 and missing.json() == {"detail": "modem 999999 does not exist"}
 
 
 def _serials(web: Web, headers: dict[str, str], q: str) -> set[str]:

@@ -12,7 +12,18 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from osos.auth import Principal
 from osos.store import queries
 from osos.store.db import utcnow
-from osos.web.api.schemas import MAX_ID, NO_CONTROL, ErrorResponse, Meter, MeterIdPath, Modem, RawMessage, RegisterValue
+from osos.web.api.schemas import (
+    MAX_ID,
+    NO_CONTROL,
+    ErrorResponse,
+    Meter,
+    MeterIdPath,
+    Modem,
+    ModemDetail,
+    ModemIdPath,
+    RawMessage,
+    RegisterValue,
+)
 from osos.web.security import require
 
 router = APIRouter(prefix="/api/v1", tags=["inventory"], responses={401: {"model": ErrorResponse},
@@ -46,6 +57,16 @@ def list_meters(
     """Meters; ``q`` searches serial, installation number or subscriber name (AMR-9)."""
     with request.app.state.engine.connect() as conn:
         return queries.list_meters(conn, q=q, modem_id=modem, limit=limit, offset=offset)
+
+
+@router.get("/modems/{modem_id}", response_model=ModemDetail, responses={404: {"model": ErrorResponse}})
+def get_modem(modem_id: ModemIdPath, request: Request, _: Principal = Depends(can_read)) -> dict[str, Any]:
+    """One modem with its identity (HES-22) and online flag."""
+    with request.app.state.engine.connect() as conn:
+        modem = queries.get_modem(conn, modem_id, now=utcnow())
+    if modem is None:
+        raise HTTPException(404, f"modem {modem_id} does not exist")
+    return modem
 
 
 def _meter_or_404(conn: Any, meter_id: int) -> dict[str, Any]:

@@ -48,6 +48,20 @@ class Modem(BaseModel):
     online: bool = Field(description="a heartbeat within 3 heartbeat periods or 5 minutes, whichever is longer")
 
 
+class ModemDetail(Modem):
+    protocol_version: str | None
+    imei: str | None
+    ip: str | None
+    timezone: str | None
+    topic_style: str
+    identity: Any = Field(None, description="the whole identification answer as received (HES-22)")
+    registered_at: datetime
+    identified_at: datetime | None
+
+
+ModemIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="modem id")]
+
+
 class ModemRef(BaseModel):
     id: int
     flag: str
