@@ -495,16 +495,21 @@ class DlmsClient:
         return ActivityCalendar.from_dlms(cc.calendar_from_data(attrs, self.get(*SPECIAL_DAYS, 2)))
 
     def write_calendar(self, calendar: Any, activate: bool = True) -> None:
-        """Write ``calendar`` as the passive calendar (attributes 6..9), its special days, and
-        activate it at once (method 1) when ``activate`` (HES-37, AMR-4)."""
+        """Write ``calendar`` as the passive calendar (attributes 6..9), activate it at once (method 1)
+        when ``activate``, and write its special days (HES-37, AMR-4). Without ``activate`` the
+        special days must fit the calendar the meter runs now, or the meter refuses them."""
         from osos.protocols import dlms_calendar_axdr as cc
 
         values = calendar.to_dlms()
         for idx, data in cc.calendar_to_data(values).items():
             self.set(*ACTIVITY_CALENDAR, idx + cc.PASSIVE_OFFSET, data)
-        self.set(*SPECIAL_DAYS, 2, cc.special_days_to_data(values["special_days_table"]))
+        special = cc.special_days_to_data(values["special_days_table"])
         if activate:
+            # the meter refuses a calendar whose special days name day profiles it lacks: clear the
+            # table, switch calendars, then write the new special days (valid for the new calendar)
+            self.set(*SPECIAL_DAYS, 2, D.array([]))
             self.action(*ACTIVITY_CALENDAR, 1, D.i8(0))
+        self.set(*SPECIAL_DAYS, 2, special)
 
 
 def _plain(d: D.Data) -> Any:

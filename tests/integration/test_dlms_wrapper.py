@@ -338,3 +338,47 @@ def test_client_policy_can_forbid_writes(clock: Clock) -> None:
         with pytest.raises(C.AccessDenied):
             c.disconnect()
         assert c.disconnect_state() == (True, 1)
+
+
+def _flat_calendar(selector: int) -> object:
+    from osos.tariff.dlms_calendar import ActivityCalendar
+
+    return ActivityCalendar.from_toml({
+        "seasons": [{"name": "all", "start": "01-01", "week": "w"}],
+        "weeks": [{"name": "w", "days": [1, 1, 1, 1, 1, 1, 1]}],
+        "days": [{"id": 1, "actions": [["00:00", selector]]}],
+    })
+
+
+def test_registers_follow_a_newly_written_calendar(server: WrapperServer, clock: Clock) -> None:
+    """HES-37 remote tariff programming, end to end: after a flat-T4 calendar is activated, the
+    next hours' energy goes to T4 only (AMR-4)."""
+    with lls(server) as c:
+        before = [c.read_register(f"1.0.1.8.{t}.255")[0] for t in range(5)]
+        c.write_calendar(_flat_calendar(4))
+        clock.now += dt.timedelta(hours=2)  # 00:30 -> 02:30 local
+        after = [c.read_register(f"1.0.1.8.{t}.255")[0] for t in range(5)]
+    wh = DATA["energy"]["consumption_wh"]
+    used = Decimal(wh[0] // 2 + wh[1] + wh[2] // 2)  # 00:30-01:00, 01:00-02:00, 02:00-02:30
+    assert after[4] - before[4] == used
+    assert after[1:4] == before[1:4]
+    assert after[0] - before[0] == used
+
+
+def test_passive_calendar_activates_at_its_activation_time(server: WrapperServer, clock: Clock) -> None:
+    from osos.protocols import dlms_calendar_axdr as cc
+
+    with lls(server) as c:
+        values = _flat_calendar(1).to_dlms()  # type: ignore[attr-defined]
+        for idx, data in cc.calendar_to_data(values).items():
+            c.set(20, "0.0.13.0.0.255", idx + cc.PASSIVE_OFFSET, data)
+        due = dt.datetime(2026, 11, 22, 1, 0, tzinfo=TR)
+        c.set(20, "0.0.13.0.0.255", 10, D.octets(D.datetime_to_octets(due)))
+        assert c.read_calendar().selector_at(dt.datetime(2026, 11, 22, 12, 0)) == 1  # still the old bands
+        t3_before = c.read_register("1.0.1.8.3.255")[0]
+        clock.now += dt.timedelta(hours=3)  # 03:30 local: the switch happened at 01:00
+        assert c.read_calendar().selector_at(dt.datetime(2026, 11, 22, 18, 0)) == 1  # flat T1 now active
+        t3_after = c.read_register("1.0.1.8.3.255")[0]
+        assert c.get(20, "0.0.13.0.0.255", 10).value[:2] == b"\xff\xff"  # activation time consumed
+    wh = DATA["energy"]["consumption_wh"]
+    assert t3_after - t3_before == Decimal(wh[0] // 2)  # only 00:30-01:00 was still night tariff

@@ -17,6 +17,7 @@ from osos.field.meters.dlms_meter import (
     SimulatedDlmsMeter,
 )
 from osos.protocols import dlms as D
+from osos.tariff.dlms_calendar import ActivityCalendar
 
 NOW = dt.datetime(2026, 11, 21, 21, 30, tzinfo=dt.UTC)
 # Green Book LLS example AARQ: password "12345678", proposed conformance 007E1F, max PDU 0x04B0
@@ -104,7 +105,11 @@ def test_block_transfer_state_machine() -> None:
 def test_special_days_insert_and_delete() -> None:
     m, s = _associated()
     sd = D.AttributeRef(11, D.obis_bytes("0.0.11.0.0.255"), 1)
-    entry = D.struct_(D.u16(7), D.octets(bytes([0xFF, 0xFF, 10, 29, 0xFF])), D.u8(2))
+    # a special day naming a day profile the calendar does not have is refused (it could not be run)
+    bad = D.struct_(D.u16(7), D.octets(bytes([0xFF, 0xFF, 10, 29, 0xFF])), D.u8(2))
+    refused = ask(s, D.ActionRequest(sd, bad))
+    assert isinstance(refused, D.ActionResponse) and refused.result == D.ActionResult.TYPE_UNMATCHED
+    entry = D.struct_(D.u16(7), D.octets(bytes([0xFF, 0xFF, 10, 29, 0xFF])), D.u8(1))
     ok = ask(s, D.ActionRequest(sd, entry))
     assert ok == D.ActionResponse(D.ActionResult.SUCCESS, invoke=ok.invoke)
     table = m.objects[(11, sd.obis)].get(2, None)
@@ -115,15 +120,27 @@ def test_special_days_insert_and_delete() -> None:
 
 
 PROFILE_DATA = MeterProfile.load()
+TZ = dt.timezone(dt.timedelta(hours=3))
+
+
+def _calendar(actions: list[list[object]], special: list[dict[str, object]] | None = None) -> ActivityCalendar:
+    return ActivityCalendar.from_toml({
+        "seasons": [{"name": "all", "start": "01-01", "week": "w"}],
+        "weeks": [{"name": "w", "days": [1, 1, 1, 1, 1, 1, 1]}],
+        "days": [{"id": 1, "actions": actions}, {"id": 2, "actions": [["00:00", 4]]}],
+        "special_days": special or [],
+    })
+
+
+DEFAULT_BANDS = [["00:00", 3], ["06:00", 1], ["17:00", 2], ["22:00", 3]]
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 60 * 24 * 400), st.integers(0, 60 * 24 * 30))
 def test_energy_model_invariants(minutes: int, later: int) -> None:
     """AMR-2: total = T1+T2+T3+T4 at every instant; registers never go backwards."""
-    tz = dt.timezone(dt.timedelta(hours=3))
-    epoch = dt.datetime(2026, 1, 1, tzinfo=tz)
-    model = EnergyModel(PROFILE_DATA, epoch)
+    epoch = dt.datetime(2026, 1, 1, tzinfo=TZ)
+    model = EnergyModel(PROFILE_DATA, epoch, _calendar(DEFAULT_BANDS))
     t1 = epoch + dt.timedelta(minutes=minutes)
     a = model.registers(t1)
     b = model.registers(t1 + dt.timedelta(minutes=later))
@@ -132,9 +149,8 @@ def test_energy_model_invariants(minutes: int, later: int) -> None:
 
 
 def test_energy_model_full_day_matches_the_table() -> None:
-    tz = dt.timezone(dt.timedelta(hours=3))
-    epoch = dt.datetime(2026, 1, 1, tzinfo=tz)
-    model = EnergyModel(PROFILE_DATA, epoch)
+    epoch = dt.datetime(2026, 1, 1, tzinfo=TZ)
+    model = EnergyModel(PROFILE_DATA, epoch, _calendar(DEFAULT_BANDS))
     day = model.registers(epoch + dt.timedelta(days=1))
     start = model.registers(epoch)
     assert day[0] - start[0] == sum(PROFILE_DATA.consumption_wh) * 10
@@ -145,3 +161,32 @@ def test_energy_model_full_day_matches_the_table() -> None:
 def test_meter_needs_aware_clock() -> None:
     with pytest.raises(ValueError, match="aware"):
         SimulatedDlmsMeter(lambda: dt.datetime(2026, 1, 1), MeterSecrets())
+
+
+def test_energy_model_splits_an_hour_at_a_half_hour_switch() -> None:
+    epoch = dt.datetime(2026, 1, 1, tzinfo=TZ)
+    model = EnergyModel(PROFILE_DATA, epoch, _calendar([["00:00", 3], ["06:00", 1], ["17:30", 2], ["22:00", 3]]))
+    before = model.registers(epoch + dt.timedelta(hours=17))
+    after = model.registers(epoch + dt.timedelta(hours=18))
+    e17 = PROFILE_DATA.consumption_wh[17] * 10  # 520 Wh in 0.1 Wh units
+    assert after[1] - before[1] == e17 * 30 // 60  # 17:00-17:30 on T1
+    assert after[2] - before[2] == e17 - e17 * 30 // 60  # 17:30-18:00 on T2, exact total
+    mid = model.registers(epoch + dt.timedelta(hours=17, minutes=45))
+    assert mid[1] - before[1] == e17 * 1800 // 3600 and mid[2] - before[2] == e17 * 900 // 3600
+
+
+def test_special_day_and_calendar_change_move_energy_between_registers() -> None:
+    epoch = dt.datetime(2026, 1, 1, tzinfo=TZ)
+    holiday = _calendar(DEFAULT_BANDS, [{"date": "2026-01-02", "day": 2}])  # 2 Jan all T4
+    model = EnergyModel(PROFILE_DATA, epoch, holiday)
+    d1 = model.registers(epoch + dt.timedelta(days=1))
+    d2 = model.registers(epoch + dt.timedelta(days=2))
+    assert d2[4] - d1[4] == sum(PROFILE_DATA.consumption_wh) * 10
+    assert d2[1:4] == d1[1:4]
+    # from 3 Jan 12:00 a flat T1 calendar is activated: the afternoon goes to T1, the morning did not
+    model.change_calendar(epoch + dt.timedelta(days=2, hours=12), _calendar([["00:00", 1]]))
+    d3 = model.registers(epoch + dt.timedelta(days=3))
+    assert d3[2] == d2[2]  # no peak energy after the switch
+    assert d3[3] - d2[3] == sum(PROFILE_DATA.consumption_wh[0:6]) * 10
+    assert d3[1] - d2[1] == sum(PROFILE_DATA.consumption_wh[6:24]) * 10
+    assert model.registers(epoch + dt.timedelta(days=2)) == d2  # the past is unchanged

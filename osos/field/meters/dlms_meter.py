@@ -16,6 +16,7 @@ Time comes from an injected ``clock`` (aware UTC datetimes) so tests are determi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
@@ -46,6 +47,7 @@ CLASS_SPECIAL_DAYS, CLASS_ASSOCIATION_LN, CLASS_ACTIVITY_CALENDAR, CLASS_DISCONN
 
 HOUR = dt.timedelta(hours=1)
 STATUS_POWER_DOWN = 0x80  # load profile status bit 7 (IDIS AMR profile status)
+NO_TIME = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x80\x00\xff"  # date-time, every field unspecified
 
 
 class AccessError(Exception):
@@ -130,36 +132,117 @@ class ProfileRow:
 
 
 class EnergyModel:
-    """Energy as a pure function of meter time: registers and load profile agree by construction."""
+    """Energy as a function of meter time and of the tariff calendars the meter ran (AMR-2, AMR-4).
 
-    def __init__(self, profile: MeterProfile, epoch: dt.datetime) -> None:
+    Each hour of the day has a consumption (Wh, from the data file) that accrues linearly; the
+    tariff register it goes to is chosen by the activity calendar in force (its day profile, week,
+    season and special days, evaluated by ``osos.tariff.dlms_calendar``), minute by minute. Script
+    selectors 1..4 are T1..T4; any other selector counts as T1. Calendar changes take effect at the
+    meter time they happen. Registers and load profile agree by construction (1.8.0 = T1+..+T4)."""
+
+    def __init__(self, profile: MeterProfile, epoch: dt.datetime, calendar: Any) -> None:
         self.p = profile
         self.epoch = epoch  # local midnight where the history starts
         self.per_wh = 10 ** (-profile.scaler)  # register units per Wh (scaler -1 -> 10)
         if self.per_wh < 1:
             raise ValueError("the simulator supports scalers <= 0 only")
-        self.daily = [0] * 5
+        self.history: list[tuple[dt.datetime, Any]] = [(epoch, calendar)]
+        self._days: dict[dt.date, list[list[int]]] = {}  # day -> per hour [_, T1..T4]
+        self._prefix: list[list[int]] = [[0] * 5]  # cumulative [_, T1..T4] at the start of day i
+
+    def change_calendar(self, when: dt.datetime, calendar: Any) -> None:
+        """From ``when`` (meter local time) on, ``calendar`` decides the tariff."""
+        when = max(when, self.epoch)
+        self.history = sorted([h for h in self.history if h[0] != when] + [(when, calendar)], key=lambda h: h[0])
+        first = when.date()
+        self._days = {d: v for d, v in self._days.items() if d < first}
+        self._prefix = self._prefix[: max(1, (first - self.epoch.date()).days + 1)]
+
+    def tariff_at(self, local: dt.datetime) -> int:
+        cal = self.history[0][1]
+        for since, c in self.history:
+            if since <= local:
+                cal = c
+        sel = int(cal.selector_at(local.replace(tzinfo=None)))
+        return sel if 1 <= sel <= 4 else 1
+
+    def _switches(self, day: dt.date) -> list[tuple[int, int]]:
+        """(minute of day, tariff) switch points of ``day`` across the calendars in force."""
+        start = dt.datetime.combine(day, dt.time(0), tzinfo=self.epoch.tzinfo)
+        cal = self.history[0][1]
+        later = []
+        for since, c in self.history:
+            if since <= start:
+                cal = c
+            elif since < start + dt.timedelta(days=1):
+                later.append((since, c))
+        points = [(m, sel) for m, sel in cal.day_switches(day)]
+        for since, c in later:
+            m0 = -(-int((since - start).total_seconds()) // 60)
+            if m0 >= 1440:
+                continue
+            points = ([p for p in points if p[0] < m0] + [(m0, int(c.selector_at(since.replace(tzinfo=None))))]
+                      + [p for p in c.day_switches(day) if p[0] > m0])
+        return [(m, sel if 1 <= sel <= 4 else 1) for m, sel in points]
+
+    def _hour_segments(self, points: list[tuple[int, int]], hour: int) -> list[tuple[int, int, int]]:
+        """[(tariff, from second, to second)] inside one hour."""
+        lo, hi = hour * 60, hour * 60 + 60
+        current = points[0][1]
+        cuts: list[tuple[int, int]] = []
+        for m, sel in points:
+            if m <= lo:
+                current = sel
+            elif m < hi:
+                cuts.append((m, sel))
+        segs = []
+        a, t = 0, current
+        for m, sel in cuts:
+            segs.append((t, a, (m - lo) * 60))
+            a, t = (m - lo) * 60, sel
+        segs.append((t, a, 3600))
+        return [sg for sg in segs if sg[2] > sg[1]]
+
+    def _day(self, day: dt.date) -> list[list[int]]:
+        cached = self._days.get(day)
+        if cached is not None:
+            return cached
+        points = self._switches(day)
+        hours = []
         for h in range(24):
-            self.daily[self.p.tariff_by_hour[h]] += self.p.consumption_wh[h] * self.per_wh
+            e = self.p.consumption_wh[h] * self.per_wh
+            row = [0] * 5
+            segs = self._hour_segments(points, h)
+            for t, a, b in segs[:-1]:
+                row[t] += e * (b - a) // 3600
+            row[segs[-1][0]] += e - sum(row)  # the last segment takes the rounding rest: exact total
+            hours.append(row)
+        self._days[day] = hours
+        return hours
 
     def registers(self, local: dt.datetime) -> list[int]:
         """[total, T1, T2, T3, T4] in register units at local time ``local``."""
         vals = list(self.p.initial)
-        if local <= self.epoch:
-            vals[0] = sum(vals[1:])
-            return vals
-        elapsed = local - self.epoch
-        days = elapsed.days
-        for t in range(1, 5):
-            vals[t] += days * self.daily[t]
-        rest = int(elapsed.total_seconds()) - days * 86400
-        hour = 0
-        while rest >= 3600:
-            vals[self.p.tariff_by_hour[hour]] += self.p.consumption_wh[hour] * self.per_wh
-            rest -= 3600
-            hour += 1
-        if rest:
-            vals[self.p.tariff_by_hour[hour]] += self.p.consumption_wh[hour] * self.per_wh * rest // 3600
+        if local > self.epoch:
+            local = local.astimezone(self.epoch.tzinfo)
+            days = (local.date() - self.epoch.date()).days
+            while len(self._prefix) <= days:
+                i = len(self._prefix) - 1
+                day_rows = self._day(self.epoch.date() + dt.timedelta(days=i))
+                self._prefix.append([a + sum(r[k] for r in day_rows) for k, a in enumerate(self._prefix[i])])
+            acc = list(self._prefix[days])
+            rows = self._day(local.date())
+            for h in range(local.hour):
+                for k in range(1, 5):
+                    acc[k] += rows[h][k]
+            secs = local.minute * 60 + local.second
+            if secs:
+                e = self.p.consumption_wh[local.hour] * self.per_wh
+                for t, a, b in self._hour_segments(self._switches(local.date()), local.hour):
+                    if secs > a:
+                        acc[t] += e * (min(secs, b) - a) // 3600
+            for k in range(1, 5):
+                vals[k] += acc[k]
         vals[0] = sum(vals[1:])
         return vals
 
@@ -454,12 +537,19 @@ class CalendarStore(CosemObject):
             raise AccessError(D.DataAccessResult.READ_WRITE_DENIED)
         if value.type is not self.values[attr].type:
             raise AccessError(D.DataAccessResult.TYPE_UNMATCHED)
+        if self.class_id == CLASS_SPECIAL_DAYS:  # takes effect at once: it must make a valid calendar
+            self.meter.apply_calendar(self.meter.calendar_attrs(), value)
         self.values[attr] = value
+
+    def activate(self, when: dt.datetime | None = None) -> None:
+        """Passive -> active (method 1, or the activation time reached); refused if not a valid calendar."""
+        candidate = {active: self.values[passive] for active, passive in ((2, 6), (3, 7), (4, 8), (5, 9))}
+        self.meter.apply_calendar(candidate, self.meter.special_days_data(), when)
+        self.values.update(candidate)
 
     def action(self, method: int, param: D.Data | None, session: MeterSession) -> D.Data | None:
         if self.class_id == CLASS_ACTIVITY_CALENDAR and method == 1:  # activate_passive_calendar
-            for active, passive in ((2, 6), (3, 7), (4, 8), (5, 9)):
-                self.values[active] = self.values[passive]
+            self.activate()
             return None
         if self.class_id == CLASS_SPECIAL_DAYS and method in (1, 2):  # insert / delete
             entries = list(self.values[2].items)
@@ -473,7 +563,9 @@ class CalendarStore(CosemObject):
                     entries = [e for e in entries if e.items[0].value != param.value]
             except (AssertionError, TypeError, IndexError, AttributeError):
                 raise AccessError(D.DataAccessResult.TYPE_UNMATCHED) from None
-            self.values[2] = D.array(entries)
+            table = D.array(entries)
+            self.meter.apply_calendar(self.meter.calendar_attrs(), table)
+            self.values[2] = table
             return None
         return super().action(method, param, session)
 
@@ -508,7 +600,7 @@ class SimulatedDlmsMeter:
         start = self.local_now()
         epoch_day = (start - dt.timedelta(days=self.profile.history_days)).date()
         self.epoch = dt.datetime.combine(epoch_day, dt.time(0), tzinfo=self.tz)
-        self.energy = EnergyModel(self.profile, self.epoch)
+        self.energy = EnergyModel(self.profile, self.epoch, self._initial_calendar())
         outage = self.epoch + dt.timedelta(hours=30, minutes=12)
         self.events: list[tuple[dt.datetime, int]] = [
             (outage, self.profile.events["power_down"]),
@@ -610,10 +702,55 @@ class SimulatedDlmsMeter:
         self.add(CalendarStore(self, ACTIVITY_CALENDAR_OBIS, CLASS_ACTIVITY_CALENDAR,
                                {2: active[0], 3: active[1], 4: active[2], 5: active[3],
                                 6: active[0], 7: active[1], 8: active[2], 9: active[3],
-                                10: D.octets(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x80\x00\xff")},
+                                10: D.octets(NO_TIME)},
                                writable={6, 7, 8, 9, 10}, methods=(1,)))
         self.add(CalendarStore(self, SPECIAL_DAYS_OBIS, CLASS_SPECIAL_DAYS,
                                {2: cc.default_special_days()}, writable={2}, methods=(1, 2)))
+
+    # tariff calendar (AMR-4, HES-37) --------------------------------------------------------------
+    def calendar_attrs(self) -> dict[int, D.Data]:
+        obj = self.objects[(CLASS_ACTIVITY_CALENDAR, ACTIVITY_CALENDAR_OBIS)]
+        return {i: obj.get(i, None) for i in (2, 3, 4, 5)}
+
+    def special_days_data(self) -> D.Data:
+        return self.objects[(CLASS_SPECIAL_DAYS, SPECIAL_DAYS_OBIS)].get(2, None)
+
+    def apply_calendar(self, active: dict[int, D.Data], special_days: D.Data,
+                       when: dt.datetime | None = None) -> None:
+        """Make ``active`` + ``special_days`` the calendar the registers follow from ``when`` (now)."""
+        from osos.protocols import dlms_calendar_axdr as cc
+        from osos.tariff.dlms_calendar import ActivityCalendar, CalendarError
+
+        try:
+            calendar = ActivityCalendar.from_dlms(cc.calendar_from_data(active, special_days))
+            calendar.day_switches((when or self.local_now()).date())  # evaluates: catches unusable ones
+        except (CalendarError, D.DLMSError, TypeError, ValueError):
+            raise AccessError(D.DataAccessResult.TYPE_UNMATCHED) from None
+        with self.lock:
+            self.energy.change_calendar(when or self.local_now(), calendar)
+
+    def tick(self) -> None:
+        """Run what is due at the meter's current time: the passive calendar's activation time."""
+        cal = self.objects.get((CLASS_ACTIVITY_CALENDAR, ACTIVITY_CALENDAR_OBIS))
+        if not isinstance(cal, CalendarStore):
+            return
+        raw = cal.values[10].value
+        try:
+            due = D.octets_to_datetime(raw).to_datetime()
+        except D.DLMSError:
+            return  # wildcard: no activation planned
+        due = due if due.tzinfo else due.replace(tzinfo=self.tz)
+        if due <= self.local_now():
+            cal.values[10] = D.octets(NO_TIME)
+            with contextlib.suppress(AccessError):  # an invalid passive calendar is not activated
+                cal.activate(due)
+
+    def _initial_calendar(self) -> Any:
+        from osos.protocols import dlms_calendar_axdr as cc
+        from osos.tariff.dlms_calendar import ActivityCalendar
+
+        attrs = dict(zip((2, 3, 4, 5), cc.default_calendar_attributes(self.profile.tariff_by_hour), strict=True))
+        return ActivityCalendar.from_dlms(cc.calendar_from_data(attrs, cc.default_special_days()))
 
     def _expected_ic(self) -> D.Data:
         """The smallest invocation counter the meter accepts next from the management client."""
@@ -700,6 +837,7 @@ class MeterSession:
         """One request APDU in, one response APDU out (None: nothing to answer)."""
         with self.meter.lock:
             self.meter.current_session = self
+            self.meter.tick()
             try:
                 return self._handle(apdu)
             finally:
