@@ -197,6 +197,7 @@ class Security:
     ak: bytes | None = None
     system_title: bytes = b"OSO\x00\x00\x00\x00\x01"
     invocation_counter: int = 1
+    meter_title: bytes | None = None  # when known (inventory), the AARE must carry it (HES-6 identity)
 
 
 class DlmsClient:
@@ -280,6 +281,9 @@ class DlmsClient:
             ui = aare.user_information.content if aare.user_information else None
             if len(self.meter_title) != 8 or not isinstance(ui, xdlms.GlobalCipherInitiateResponse):
                 raise DlmsClientError("ciphered AARE without system title or ciphered InitiateResponse")
+            if self.sec.meter_title is not None and self.meter_title != self.sec.meter_title:
+                raise DlmsClientError(f"meter system title {self.meter_title.hex()} is not the expected "
+                                      f"{self.sec.meter_title.hex()}")
             self._check_meter_ic(ui.invocation_counter)
             assert self.sec.ek is not None and self.sec.ak is not None
             D.decrypt(ui.ciphered_text, system_title=self.meter_title, invocation_counter=ui.invocation_counter,

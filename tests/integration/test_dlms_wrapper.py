@@ -253,6 +253,20 @@ def test_hls_gmac_association_and_ciphered_reads(server: WrapperServer) -> None:
     assert all(a[0] in (0xC8, 0xC9, 0xCB, 0x62) for a in t.sent[1:])
 
 
+def test_hls_checks_the_meter_identity(server: WrapperServer, meter: SimulatedDlmsMeter) -> None:
+    ok = C.DlmsClient(C.WrapperTransport(server.host, server.port, 1),
+                      C.Security("hls-gmac", ek=EK, ak=AK, meter_title=meter.system_title))
+    ok.associate()
+    assert ok.meter_title == b"OSS" + (12345).to_bytes(5, "big")  # flag + serial from the data file
+    ok.close()
+    other = C.DlmsClient(C.WrapperTransport(server.host, server.port, 1),
+                         C.Security("hls-gmac", ek=EK, ak=AK, meter_title=b"OSS\x00\x00\x00\x00\x09",
+                                       invocation_counter=100))
+    with pytest.raises(C.DlmsClientError, match="not the expected"):
+        other.associate()
+    other.close()
+
+
 def test_hls_with_wrong_key_fails(server: WrapperServer) -> None:
     c = hls(server, ek=bytes(16))
     with pytest.raises(C.AssociationRejected, match="authentication_failed"):

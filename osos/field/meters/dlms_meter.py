@@ -3,7 +3,7 @@
 Why: neither dlms-cosem nor gurux-dlms offers a usable meter simulator, and the head-end needs one
 to test remote reading, clock sync, programming and disconnect end to end (HES-11, HES-35,
 HES-37, HES-40, AMR-4, AMR-5). The codec is ``osos.protocols.dlms``; transports (wrapper TCP,
-HDLC) live in ``osos.field.meters.dlms_transport`` and feed APDUs to :meth:`MeterSession.handle`.
+HDLC) live in ``osos.field.meters.dlms_server`` and feed APDUs to :meth:`MeterSession.handle`.
 
 Objects (OBIS, class): clock 0.0.1.0.0.255 (8); energy 1.0.1.8.0-4.255 (3); logical device name
 0.0.42.0.0.255 and serial 0.0.96.1.0.255 (1); disconnect control 0.0.96.3.10.255 (70); load
