@@ -221,6 +221,9 @@ def parse_map(doc: Mapping[str, Any], origin: str, name: str = "") -> RegisterMa
     link = doc.get("link", {})
     if not isinstance(link, dict):
         raise ModbusMapError("[link] must be a table", origin)
+    unknown_link = set(link) - {"max_registers", "bridge_gaps", "table", "word_order", "byte_order"}
+    if unknown_link:
+        raise ModbusMapError(f"unknown [link] keys {sorted(unknown_link)}", origin)
     max_registers = link.get("max_registers", MODBUS_MAX_READ)
     if isinstance(max_registers, bool) or not isinstance(max_registers, int) or not 1 <= max_registers <= 125:
         raise ModbusMapError(f"link.max_registers must be 1..125, got {max_registers!r}", origin)

@@ -64,6 +64,24 @@ def test_response_pdus_raise_only_modbus_errors(pdu: bytes, count: int | None) -
     assert all(0 <= w <= 0xFFFF for w in got)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_captured_frames_raise_only_modbus_errors(frame: bytes) -> None:
+    try:
+        doc = M.decode_to_json(frame, None)
+    except M.ModbusError:
+        return
+    assert doc["framing"] in ("rtu", "tcp") and all(0 <= w <= 0xFFFF for w in doc["words"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 247), st.sampled_from([3, 4]), st.lists(st.integers(0, 0xFFFF), max_size=125))
+def test_good_rtu_frames_decode_to_their_words(unit: int, function: int, ws: list[int]) -> None:
+    body = bytes([unit, function, 2 * len(ws)]) + b"".join(w.to_bytes(2, "big") for w in ws)
+    frame = body + M.crc16_modbus(body).to_bytes(2, "little")
+    assert M.decode_to_json(frame, None) == {"framing": "rtu", "unit": unit, "function": function, "words": ws}
+
+
 toml_values = st.recursive(
     st.none() | st.booleans() | st.integers(-70000, 70000) | st.text(max_size=8)
     | st.sampled_from(TYPES + ["input", "holding", "big", "little", "0.1", "identity"]),
