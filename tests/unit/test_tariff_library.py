@@ -23,6 +23,7 @@ TAXI_FILES = sorted(p.stem for p in TARIFF_DIR.glob("*.toml") if read_document(p
 # Files the S3 layout cannot hold exactly, and the field that does not fit (TAX-5: encode names it).
 UNENCODABLE = {
     "berlin-2014": "unit_time_s = 28.8",  # 28.8 s is not a multiple of S3's s/64
+    "berlin-2022": "unit_time_s = 18.46",  # 0.20 EUR per 18.46 s (39 EUR/h): not a multiple of s/64
     "manchester-2023": "tariff 1 unit_time_s = 31.57",  # s/64 resolution (and 230.39 yd is finer than yd/10)
     "london-2013": "tier 't1-high' unit time = 19.2",  # s/64 resolution
     "nyc-2022": "tariff 1 unit_distance = 321.8688",  # 1/5 mile in metres: finer than m/100
