@@ -182,6 +182,21 @@ def test_bad_credentials_and_tokens_are_refused_and_logged(web: Web) -> None:
     assert web.security_records() == before + 6  # two failed logins, four rejected tokens
 
 
+def test_role_changes_and_disabling_apply_to_issued_tokens(web: Web) -> None:
+    """The token names a user; the user's current row decides (HES-60): demotion and disabling act at once."""
+    operator = web.auth("oscar")
+    body = {"kind": "read", "meter": web.ids["m1"]}
+    with web.engine.begin() as conn:
+        conn.execute(update(users).where(users.c.username == "oscar").values(role="viewer"))
+    assert web.client.post("/api/v1/orders", json=body, headers=operator).status_code == 403
+    assert web.client.get("/api/v1/meters", headers=operator).status_code == 200
+    with web.engine.begin() as conn:
+        conn.execute(update(users).where(users.c.username == "oscar").values(disabled=True))
+    res = web.client.get("/api/v1/meters", headers=operator)
+    assert res.status_code == 401 and res.json() == {"detail": "user unknown or disabled"}
+    assert web.client.post("/api/v1/auth/token", json={"username": "oscar", "password": PASSWORD}).status_code == 401
+
+
 def test_repeated_failed_logins_are_throttled(web: Web) -> None:
     """HES-6: after 5 failures in 15 minutes for one user from one client, even the right password gets 429."""
     wrong = {"username": "oscar", "password": "Wrong-password-42"}
