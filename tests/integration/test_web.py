@@ -450,6 +450,10 @@ def test_ui_pages_search_meter_page_and_language(web: Web) -> None:
     assert ui_login(web, "vera").status_code == 303
     modems_page = web.client.get("/modems")
     assert modems_page.status_code == 200 and "ABCMDM0001" in modems_page.text and "online" in modems_page.text
+    modem_page = web.client.get(f"/modems/{web.ids['modem_on']}")
+    assert modem_page.status_code == 200 and "Meters behind this modem (2)" in modem_page.text
+    assert "12345678" in modem_page.text and "87654321" in modem_page.text and "55550001" not in modem_page.text
+    assert web.client.get("/modems/999999").status_code == 404
 
     for q, present, absent in (("yilmaz", "12345678", "87654321"), ("4000456", "87654321", "12345678"),
                                ("3456", "12345678", "55550001")):

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from osos.auth import FAILED_LOGIN, AuthError, Principal, authenticate, issue_token, verify_token
 from osos.store import queries
 from osos.store.db import utcnow
-from osos.web.api.schemas import MAX_ID, NO_CONTROL, MeterIdPath
+from osos.web.api.schemas import MAX_ID, NO_CONTROL, MeterIdPath, ModemIdPath
 from osos.web.i18n import LANGUAGES
 from osos.web.security import (
     LANG_COOKIE,
@@ -133,6 +133,17 @@ def modems_page(request: Request, q: str | None = Query(None, max_length=64, pat
     with request.app.state.engine.connect() as conn:
         items = queries.list_modems(conn, now=utcnow(), q=q, limit=PAGE_ROWS)
     return render(request, "modems.html", {"modems": items, "q": q or "", "truncated": len(items) >= PAGE_ROWS})
+
+
+@router.get("/modems/{modem_id}")
+def modem_page(modem_id: ModemIdPath, request: Request, _: Principal = Depends(can_read)) -> Response:
+    """A modem's identity (HES-22), its state and the meters behind it (HES-9, HES-38)."""
+    with request.app.state.engine.connect() as conn:
+        modem = queries.get_modem(conn, modem_id, now=utcnow())
+        if modem is None:
+            raise HTTPException(404, f"modem {modem_id} does not exist")
+        items = queries.list_meters(conn, modem_id=modem_id, limit=PAGE_ROWS)
+    return render(request, "modem.html", {"modem": modem, "meters": items, "truncated": len(items) >= PAGE_ROWS})
 
 
 @router.get("/meters")
