@@ -47,6 +47,9 @@ ALARM_BITS: dict[int, tuple[str, str, str]] = {
 }
 
 
+FIRST_PUSH_S = 2.0
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -353,7 +356,8 @@ class Gateway:
     def _scheduler(self) -> None:
         next_beat = time.monotonic() + self.config.heartbeat_interval_s
         interval = self.config.read_interval_s
-        next_read = time.monotonic() + interval if interval else None
+        # the first push read comes soon after start (a modem reads its meters when it powers up), then periodic
+        next_read = time.monotonic() + min(interval, FIRST_PUSH_S) if interval else None
         while not self._stop.wait(0.1):
             now = time.monotonic()
             if now >= next_beat:
