@@ -100,6 +100,11 @@ class RunResult:
     negotiated_baud: int | None = None
     steps_run: int = 0
     log: list[str] = field(default_factory=list)
+    captured: dict[str, str] = field(default_factory=dict)  # what set/capture/baud_from_ident produced
+
+    def keep(self, name: str, value: str) -> None:
+        self.params[name] = value
+        self.captured[name] = value
 
 
 def substitute(text: str, params: dict[str, str], step: int) -> str:
@@ -165,7 +170,7 @@ class Interpreter:
             elif op == "wait":
                 self.sleep(_int(step["ms"], params, index, "ms") / 1000)
             elif op == "set":
-                params[step["param"]] = substitute(str(step["value"]), params, index)
+                result.keep(step["param"], substitute(str(step["value"]), params, index))
             elif op == "capture":
                 self._capture(index, step, result)
             elif op == "baud_from_ident":
@@ -264,9 +269,9 @@ class Interpreter:
             return
         for key, value in m.groupdict().items():
             if value is not None:
-                result.params[key] = value
+                result.keep(key, value)
         if "param" in step:
-            result.params[step["param"]] = m.group(1) if m.groups() else m.group(0)
+            result.keep(step["param"], m.group(1) if m.groups() else m.group(0))
 
     def _baud_from_ident(self, index: int, step: dict[str, Any], result: RunResult) -> None:
         """Pick the mode C speed: the meter's announced Z, capped at ``max``; sets ${baud} and ${baud_char}."""
@@ -285,7 +290,8 @@ class Interpreter:
             char = iec.baud_char_for(baud, "C")
         except iec.IECError as exc:
             raise DirectiveError(str(exc), step=index) from None
-        result.params.update({"baud": str(baud), "baud_char": char, "flag": ident.flag, "ident": ident.ident})
+        for key, value in {"baud": str(baud), "baud_char": char, "flag": ident.flag, "ident": ident.ident}.items():
+            result.keep(key, value)
 
     def _check_bcc(self, index: int, step: dict[str, Any], result: RunResult) -> None:
         data = result.buffers.get(step["from"], b"")

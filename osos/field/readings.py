@@ -102,7 +102,7 @@ def read_response(
         "packetClass": packet_class or directive.get("packetClass", "longRead"),
         "directive": directive["name"],
         "data": {"id": ident.decode("latin-1").rstrip("\r\n"), "rawData": raw.decode("latin-1")},
-        "params": {k: v for k, v in result.params.items() if k not in SECRET_PARAMS},
+        "params": {k: v for k, v in result.captured.items() if k not in SECRET_PARAMS},
         "bytesIn": result.bytes_in,
         "bytesOut": result.bytes_out,
         "durationMs": int(result.duration_s * 1000),

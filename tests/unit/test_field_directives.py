@@ -85,7 +85,8 @@ def test_short_read_and_read_answer(tcp_pair) -> None:  # covers HES-36, HES-47
     assert body["data"]["id"] == "/MKL6K700.M"
     assert set(body["values"]) == {"0.9.2", "0.9.1", "1.8.0", "1.8.1", "1.8.2", "1.8.3", "F.F.0"}
     assert body["values"]["0.9.1"]["value"] == "03:00:00"
-    assert "password" not in body["params"]
+    assert body["params"] == {"baud": "19200", "baud_char": "6", "flag": "MKL", "ident": "K700.M",
+                              "meter_serial": "70000001"}  # what the run captured, never the password
     assert body["data"]["rawData"].encode("latin-1") == result.buffers["data"]
 
 
