@@ -53,6 +53,8 @@ class Outbox:
             " urgent INTEGER NOT NULL DEFAULT 0)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (urgent, seq)")
+        # kept in memory: COUNT(*) walks the whole table, too slow per insert when 100k messages wait
+        self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def put(self, topic: str, payload: bytes, function: str, reference_id: str, *, urgent: bool = False) -> int:
         """Store one message; returns its sequence number (the send order within its lane)."""
@@ -63,13 +65,14 @@ class Outbox:
                 (topic, payload, function, reference_id, time.time(), int(urgent)),
             )
             seq = int(cur.lastrowid or 0)
-            count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-            excess = count - self.max_messages
+            self._count += 1
+            excess = self._count - self.max_messages
             if excess > 0:
-                self._db.execute(
+                gone = self._db.execute(
                     "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (excess,)
-                )
-                self.dropped += excess
+                ).rowcount
+                self._count -= gone
+                self.dropped += gone
                 log.warning("outbox full (%d messages): dropped the %d oldest", self.max_messages, excess)
             return seq
 
@@ -87,11 +90,10 @@ class Outbox:
     def ack(self, seq: int) -> None:
         """The broker has the message: forget it."""
         with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._count -= self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return self._count
 
     def close(self) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ def test_fifo_order_and_ack(tmp_path) -> None:
     assert seqs == sorted(seqs)
     assert [q.reference_id for q in box.pending()] == ["r0", "r1", "r2", "r3", "r4"]
     box.ack(seqs[1])
+    box.ack(seqs[1])  # a second PUBACK for the same message changes nothing
     assert [q.payload for q in box.pending()] == [b"m0", b"m2", b"m3", b"m4"]
     assert [q.reference_id for q in box.pending(after=seqs[2], limit=1)] == ["r3"]
     assert len(box) == 4
@@ -30,7 +31,9 @@ def test_survives_a_restart(tmp_path) -> None:
     (item,) = again.pending()
     assert (item.topic, item.payload, item.function, item.reference_id) == (
         "mass/device/X/1/to_server", b"payload", "alarm", "ref-1")
+    assert len(again) == 1
     assert again.put("t", b"next", "read", "ref-2") > item.seq  # numbering continues after the restart
+    assert len(again) == 2
 
 
 def test_bounded_oldest_dropped_with_a_log_line(tmp_path, caplog) -> None:
@@ -39,7 +42,7 @@ def test_bounded_oldest_dropped_with_a_log_line(tmp_path, caplog) -> None:
         for i in range(5):
             box.put("t", b"x", "read", f"r{i}")
     assert [q.reference_id for q in box.pending()] == ["r2", "r3", "r4"]
-    assert box.dropped == 2
+    assert box.dropped == 2 and len(box) == 3
     assert "dropped the 1 oldest" in caplog.text
     with pytest.raises(ValueError):
         Outbox(tmp_path / "p.sqlite3", max_messages=0)
