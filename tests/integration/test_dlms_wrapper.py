@@ -396,3 +396,40 @@ def test_passive_calendar_activates_at_its_activation_time(server: WrapperServer
         assert c.get(20, "0.0.13.0.0.255", 10).value[:2] == b"\xff\xff"  # activation time consumed
     wh = DATA["energy"]["consumption_wh"]
     assert t3_after - t3_before == Decimal(wh[0] // 2)  # only 00:30-01:00 was still night tariff
+
+
+def test_kombi_meter_reactive_registers_and_15_minute_profile(clock: Clock) -> None:
+    """AMR-2/AMR-3 kombi: reactive quadrants 5.8.0-8.8.0; AMR-5: load profile 2 every 15 minutes."""
+    meter = SimulatedDlmsMeter(clock, MeterSecrets(password=PASSWORD), kind="kombi")
+    k = DATA["kombi"]
+    with WrapperServer(meter) as srv, lls(srv) as c:
+        active = expected_registers(NOW.astimezone(TR))
+        used = active[0] - sum(DATA["energy"]["initial"][1:])
+        q = [c.read_register(f"1.0.{n}.8.0.255") for n in (5, 6, 7, 8)]
+        assert [u for _, u in q] == ["varh"] * 4
+        assert [v for v, _ in q] == [Decimal(q0 + used * pct // 100).scaleb(-1)
+                                     for q0, pct in zip(k["reactive_initial"], k["reactive_percent"], strict=True)]
+        assert c.get(7, "1.0.99.2.0.255", 4).value == 900
+        start = dt.datetime(2026, 11, 21, 10, 0, tzinfo=TR)
+        rows = c.read_profile("1.0.99.2.0.255", start, start + dt.timedelta(hours=1))
+        whole = c.read_profile("1.0.99.2.0.255")
+    # 7 days of quarters from 2026-11-15 00:15 to 2026-11-22 00:30, plus the power-cut entry
+    assert len(whole) == 7 * 96 + 2 + 1
+    assert whole[-1][0] == dt.datetime(2026, 11, 22, 0, 30, tzinfo=TR)
+    assert [r[0] for r in rows] == [start + dt.timedelta(minutes=15 * i) for i in range(5)]
+    for when, status, p, q1, q4 in rows:
+        e = expected_registers(when)[0]
+        assert (status, p) == (0, e)
+        spent = e - sum(DATA["energy"]["initial"][1:])
+        assert (q1, q4) == (k["reactive_initial"][0] + spent * 30 // 100, k["reactive_initial"][3] + spent * 5 // 100)
+    # a quarter of hour 10 is a quarter of that hour's consumption (linear accrual), in 0.1 Wh
+    assert rows[1][2] - rows[0][2] == DATA["energy"]["consumption_wh"][10] * 10 // 4
+
+
+def test_single_phase_meter_has_no_reactive_objects(clock: Clock) -> None:
+    meter = SimulatedDlmsMeter(clock, MeterSecrets(password=PASSWORD), kind="mono")
+    with WrapperServer(meter) as srv, lls(srv) as c:
+        with pytest.raises(C.AccessDenied, match="object_undefined"):
+            c.read_register("1.0.5.8.0.255")
+        with pytest.raises(C.AccessDenied, match="object_undefined"):
+            c.get(7, "1.0.99.2.0.255", 2)

@@ -41,6 +41,8 @@ INVOCATION_COUNTER_OBIS = D.obis_bytes("0.0.43.1.0.255")
 ACTIVITY_CALENDAR_OBIS = D.obis_bytes("0.0.13.0.0.255")
 SPECIAL_DAYS_OBIS = D.obis_bytes("0.0.11.0.0.255")
 ENERGY_OBIS = [D.obis_bytes(f"1.0.1.8.{t}.255") for t in range(5)]
+REACTIVE_OBIS = [D.obis_bytes(f"1.0.{q}.8.0.255") for q in (5, 6, 7, 8)]  # Q1..Q4 (kombi meters)
+LOAD_PROFILE_2_OBIS = D.obis_bytes("1.0.99.2.0.255")
 
 CLASS_DATA, CLASS_REGISTER, CLASS_PROFILE, CLASS_CLOCK = 1, 3, 7, 8
 CLASS_SPECIAL_DAYS, CLASS_ASSOCIATION_LN, CLASS_ACTIVITY_CALENDAR, CLASS_DISCONNECT = 11, 15, 20, 70
@@ -75,6 +77,10 @@ class MeterProfile:
     tariff_by_hour: list[int]
     consumption_wh: list[int]
     events: dict[str, int]
+    reactive_initial: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    reactive_percent: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    profile2_period_s: int = 900
+    profile2_capacity: int = 34560
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> MeterProfile:
@@ -94,6 +100,15 @@ class MeterProfile:
             consumption_wh=[int(v) for v in e["consumption_wh"]],
             events={k: int(v) for k, v in raw["events"].items()},
         )
+        k = raw.get("kombi")
+        if k is not None:
+            prof.reactive_initial = [int(v) for v in k["reactive_initial"]]
+            prof.reactive_percent = [int(v) for v in k["reactive_percent"]]
+            prof.profile2_period_s = int(k["profile2_period_s"])
+            prof.profile2_capacity = int(k["profile2_capacity"])
+            if len(prof.reactive_initial) != 4 or len(prof.reactive_percent) != 4 \
+                    or 3600 % prof.profile2_period_s:
+                raise ValueError("kombi: 4 quadrants, and a period that divides the hour")
         if len(prof.tariff_by_hour) != 24 or len(prof.consumption_wh) != 24 or len(prof.initial) != 5:
             raise ValueError("tariff_by_hour and consumption_wh need 24 entries, initial needs 5")
         if any(t not in (1, 2, 3, 4) for t in prof.tariff_by_hour):
@@ -296,6 +311,24 @@ class EnergyRegister(CosemObject):
             return D.u32(self.meter.registers()[self.tariff])
         if attr == 3:
             return D.struct_(D.i8(self.meter.profile.scaler), D.enum(self.meter.profile.unit))
+        return super().get(attr, access)
+
+
+class ReactiveRegister(CosemObject):
+    """Class 3 reactive energy per quadrant (5.8.0-8.8.0, varh), kombi meters only."""
+
+    class_id = CLASS_REGISTER
+    attributes = (1, 2, 3)
+
+    def __init__(self, meter: SimulatedDlmsMeter, obis: bytes, quadrant: int) -> None:
+        super().__init__(meter, obis)
+        self.quadrant = quadrant
+
+    def get(self, attr: int, access: D.AccessSelection | None) -> D.Data:
+        if attr == 2:
+            return D.u32(self.meter.reactive(self.meter.local_now())[self.quadrant])
+        if attr == 3:
+            return D.struct_(D.i8(self.meter.profile.scaler), D.enum(32))  # varh
         return super().get(attr, access)
 
 
@@ -580,7 +613,10 @@ class SimulatedDlmsMeter:
     def __init__(self, clock: Callable[[], dt.datetime], secrets: MeterSecrets,
                  *, profile: MeterProfile | None = None, clients: dict[int, ClientPolicy] | None = None,
                  system_title: bytes | None = None, disconnect_mode: int = 1,
-                 challenge: Callable[[int], bytes] = os.urandom) -> None:
+                 challenge: Callable[[int], bytes] = os.urandom, kind: str = "tri") -> None:
+        if kind not in ("mono", "tri", "kombi"):
+            raise ValueError("kind is mono, tri or kombi (AMR-3)")
+        self.kind = kind
         self.clock = clock
         self.secrets = secrets
         self.profile = profile or MeterProfile.load()
@@ -646,25 +682,45 @@ class SimulatedDlmsMeter:
         assert isinstance(obj, DisconnectControl)
         return obj
 
-    def _load_rows(self, start: dt.datetime | None, end: dt.datetime | None) -> list[ProfileRow]:
-        last = self.local_now().replace(minute=0, second=0, microsecond=0)
-        first = max(self.epoch + HOUR, last - HOUR * (self.profile.profile_capacity - 1))
-        lo = first if start is None else max(first, _ceil_hour(start.astimezone(self.tz)))
-        hi = last if end is None else min(last, end.astimezone(self.tz))
-        rows = []
-        t = lo
-        while t <= hi:
-            rows.append(ProfileRow(t, [D.u8(0), D.u32(self.energy.registers(t)[0])]))
-            t += HOUR
-        # AMR-5: a power cut writes an entry at the moment of the cut (status bit 7 = power down)
-        lo_raw = first - HOUR if start is None else max(first - HOUR, start.astimezone(self.tz))
-        with self.lock:
-            cuts = [w for w, code in self.events if code == self.profile.events["power_down"] and lo_raw < w <= hi]
-        for w in cuts:
-            if w.minute or w.second or w.microsecond:
-                rows.append(ProfileRow(w, [D.u8(STATUS_POWER_DOWN), D.u32(self.energy.registers(w)[0])]))
-        rows.sort(key=lambda r: r.when)
+    def _periodic_rows(self, period_s: int, capacity: int, values: Callable[[dt.datetime], list[D.Data]],
+                       ) -> Callable[[dt.datetime | None, dt.datetime | None], list[ProfileRow]]:
+        """Rows of a profile captured every ``period_s`` (aligned to the hour) since the history
+        start, plus an entry at the moment of each power cut (AMR-5, status bit 7)."""
+        step = dt.timedelta(seconds=period_s)
+
+        def floor(t: dt.datetime) -> dt.datetime:
+            return self.epoch + step * ((t - self.epoch) // step)
+
+        def rows(start: dt.datetime | None, end: dt.datetime | None) -> list[ProfileRow]:
+            last = floor(self.local_now())
+            first = max(self.epoch + step, last - step * (capacity - 1))
+            lo = first
+            if start is not None:
+                s0 = start.astimezone(self.tz)
+                lo = max(first, s0 if floor(s0) == s0 else floor(s0) + step)
+            hi = last if end is None else min(last, end.astimezone(self.tz))
+            out = []
+            t = lo
+            while t <= hi:
+                out.append(ProfileRow(t, [D.u8(0), *values(t)]))
+                t += step
+            lo_raw = first - step if start is None else max(first - step, start.astimezone(self.tz))
+            with self.lock:
+                cuts = [w for w, code in self.events if code == self.profile.events["power_down"] and lo_raw < w <= hi]
+            for w in cuts:
+                if floor(w) != w:
+                    out.append(ProfileRow(w, [D.u8(STATUS_POWER_DOWN), *values(w)]))
+            out.sort(key=lambda r: r.when)
+            return out
+
         return rows
+
+    def reactive(self, local: dt.datetime) -> list[int]:
+        """Kombi meters: [Q1, Q2, Q3, Q4] reactive energy (register units), a fixed share of the active
+        energy used since the history start."""
+        used = self.energy.registers(local)[0] - sum(self.profile.initial[1:])
+        return [q0 + used * pct // 100 for q0, pct in zip(self.profile.reactive_initial,
+                                                          self.profile.reactive_percent, strict=True)]
 
     def _event_rows(self, start: dt.datetime | None, end: dt.datetime | None) -> list[ProfileRow]:
         with self.lock:
@@ -687,7 +743,23 @@ class SimulatedDlmsMeter:
             self, LOAD_PROFILE_OBIS,
             [_capture(CLASS_CLOCK, CLOCK_OBIS, 2), _capture(CLASS_DATA, STATUS_OBIS, 2),
              _capture(CLASS_REGISTER, ENERGY_OBIS[0], 2)],
-            3600, self._load_rows, p.profile_capacity))
+            3600, self._periodic_rows(3600, p.profile_capacity, lambda t: [D.u32(self.energy.registers(t)[0])]),
+            p.profile_capacity))
+        if self.kind == "kombi":  # AMR-2/AMR-3: reactive quadrants; AMR-5: load profile 2, 15 minutes
+            for q, ob in enumerate(REACTIVE_OBIS):
+                self.add(ReactiveRegister(self, ob, q))
+
+            def lp2(t: dt.datetime) -> list[D.Data]:
+                q = self.reactive(t)
+                return [D.u32(self.energy.registers(t)[0]), D.u32(q[0]), D.u32(q[3])]
+
+            self.add(ProfileGeneric(
+                self, LOAD_PROFILE_2_OBIS,
+                [_capture(CLASS_CLOCK, CLOCK_OBIS, 2), _capture(CLASS_DATA, STATUS_OBIS, 2),
+                 _capture(CLASS_REGISTER, ENERGY_OBIS[0], 2), _capture(CLASS_REGISTER, REACTIVE_OBIS[0], 2),
+                 _capture(CLASS_REGISTER, REACTIVE_OBIS[3], 2)],
+                p.profile2_period_s, self._periodic_rows(p.profile2_period_s, p.profile2_capacity, lp2),
+                p.profile2_capacity))
         self.add(ProfileGeneric(
             self, EVENT_LOG_OBIS,
             [_capture(CLASS_CLOCK, CLOCK_OBIS, 2), _capture(CLASS_DATA, EVENT_CODE_OBIS, 2)],
@@ -800,11 +872,6 @@ class SimulatedDlmsMeter:
                 return last + 1
             self.client_ic[system_title] = ic
             return None
-
-
-def _ceil_hour(t: dt.datetime) -> dt.datetime:
-    floor = t.replace(minute=0, second=0, microsecond=0)
-    return floor if floor == t else floor + HOUR
 
 
 # --------------------------------------------------------------------------------------------
