@@ -69,6 +69,8 @@ def meter(
     hdlc_port: int = typer.Option(0, "--hdlc-port", help="Also serve raw HDLC on this port (0 = no)."),
     host: str = typer.Option("127.0.0.1", "--host"),
     duration: float = typer.Option(0, "--duration", help="Stop after this many seconds (0 = until Ctrl-C)."),
+    kind: str = typer.Option("tri", "--kind", help="mono, tri or kombi (kombi adds reactive + profile 2)."),
+    push: str | None = typer.Option(None, "--push", help="HOST:PORT to push an alarm to on every meter event."),
 ) -> None:
     """Run the simulated meter on the real clock."""
     import signal
@@ -78,7 +80,17 @@ def meter(
     from osos.field.meters.dlms_server import HdlcTcpServer, WrapperServer
 
     secrets = MeterSecrets(_secret("OSOS_DLMS_PASSWORD"), _secret("OSOS_DLMS_EK", True), _secret("OSOS_DLMS_AK", True))
-    m = SimulatedDlmsMeter(lambda: dt.datetime.now(dt.UTC), secrets)
+    if kind not in ("mono", "tri", "kombi"):
+        raise typer.BadParameter("--kind is mono, tri or kombi")
+    m = SimulatedDlmsMeter(lambda: dt.datetime.now(dt.UTC), secrets, kind=kind)
+    alarms = None
+    if push:
+        from osos.field.meters.dlms_server import AlarmPush
+
+        phost, _, pport = push.rpartition(":")
+        if not phost or not pport.isdigit():
+            raise typer.BadParameter("--push is HOST:PORT")
+        alarms = AlarmPush(m, phost, int(pport), ciphered=secrets.ek is not None and secrets.ak is not None)
     servers = [WrapperServer(m, host, port).start()]
     if hdlc_port:
         servers.append(HdlcTcpServer(m, host, hdlc_port).start())
@@ -91,6 +103,8 @@ def meter(
     done.wait(duration if duration > 0 else None)
     for s in servers:
         s.close()
+    if alarms is not None:
+        alarms.close()
 
 
 @dlms_app.command("read")
