@@ -54,6 +54,16 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise DlmsClientError("peer closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
 class WrapperTransport:
     """IEC 62056-47 over TCP."""
 
@@ -66,13 +76,7 @@ class WrapperTransport:
         self.sock.sendall(D.wrap(apdu, self.client_sap, self.server_sap))
 
     def _exact(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise DlmsClientError("meter closed the connection")
-            buf += chunk
-        return bytes(buf)
+        return _recv_exact(self.sock, n)
 
     def receive(self) -> bytes:
         while True:
@@ -559,12 +563,10 @@ class NotificationListener:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                t = WrapperTransport.__new__(WrapperTransport)
-                t.sock = self.request
                 while True:
                     try:
-                        src, _dst, length = D.parse_wrapper_header(t._exact(D.WRAPPER_HEADER))
-                        apdu = t._exact(length)
+                        src, _dst, length = D.parse_wrapper_header(_recv_exact(self.request, D.WRAPPER_HEADER))
+                        apdu = _recv_exact(self.request, length)
                     except (DlmsClientError, D.DLMSError, OSError):
                         return
                     listener._deliver(src, apdu)
