@@ -9,13 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from osos.field.meters.dlms_meter import (
-    EnergyModel,
-    MeterProfile,
-    MeterSecrets,
-    MeterSession,
-    SimulatedDlmsMeter,
-)
+from osos.field.meters.dlms_energy import EnergyModel
+from osos.field.meters.dlms_meter import MeterProfile, MeterSecrets, SimulatedDlmsMeter
+from osos.field.meters.dlms_session import MeterSession
 from osos.protocols import dlms as D
 from osos.tariff.dlms_calendar import ActivityCalendar
 
