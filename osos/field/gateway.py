@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -158,7 +159,9 @@ class Gateway:
         protocol = mqtt.MQTTv5 if self.config.mqtt_protocol == "v5" else mqtt.MQTTv311
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"osos-gw-{self.config.flag}-{self.config.serial}",
+            # one identity per topic root: two deployments (or test runs) on one broker never take over each
+            # other's session
+            client_id=f"osos-gw-{self.config.flag}{self.config.serial}-{zlib.crc32(self.config.topic_root.encode()):08x}",
             protocol=protocol,
         )
         client.reconnect_delay_set(self.config.reconnect_min_s, self.config.reconnect_max_s)
