@@ -80,3 +80,38 @@ def test_same_seed_same_inventory(tmp_path) -> None:
     assert first == inventory(11)
     assert first != inventory(12)
     assert {kind for *_, kind in first} <= {"single-phase", "three-phase", "kombi"}
+
+
+@pytest.mark.slow
+def test_fleet_soak_with_events(tmp_path, mqtt_broker, topic_prefix) -> None:  # covers HES-66
+    """One minute of 10 gateways with injected outages and cover openings: no read fails, every meter keeps
+    being read, every alarm names a meter an event was injected into."""
+    import paho.mqtt.client as mqtt
+
+    got: list[dict[str, Any]] = []
+    sub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+    sub.connect(*mqtt_broker)
+    sub.subscribe(f"{topic_prefix}/device/#", qos=1)
+    sub.loop_start()
+    fleet = Fleet(*mqtt_broker, gateways=10, topic_root=topic_prefix, read_interval_s=5.0, heartbeat_interval_s=10,
+                  data_dir=tmp_path, seed=9, events=True, event_interval_s=2.0)
+    try:
+        fleet.start()
+        time.sleep(60)
+    finally:
+        fleet.stop()
+        time.sleep(1)
+        sub.loop_stop()
+        sub.disconnect()
+    reads = [m for m in got if m["function"] == "read"]
+    assert not [m for m in reads if m.get("messageStatus") == "fail"]
+    per_meter: dict[str, int] = {}
+    for m in reads:
+        per_meter[m["response"]["meter"]["serialNumber"]] = per_meter.get(m["response"]["meter"]["serialNumber"], 0) + 1
+    all_meters = {m.serial for u in fleet.units for m in u.meters}
+    assert set(per_meter) == all_meters and min(per_meter.values()) >= 60 // 5 - 2
+    injected = {serial for serial, _ in fleet.injected}
+    alarms = [a for m in got if m["function"] == "alarm" for a in m["response"]]
+    assert injected and alarms
+    assert {a["meter"]["serialNumber"] for a in alarms} <= injected
