@@ -652,6 +652,7 @@ class Gateway:
             "meters": [
                 {
                     "protocol": "iec62056-21",
+                    "deviceType": "electricity",
                     "flag": m.flag,
                     "serialNumber": m.serial,
                     "brand": m.brand,
