@@ -237,7 +237,7 @@ class SerialLink:
         port = self._serial()
         deadline = time.monotonic() + timeout_s
         while True:
-            try:  # the port keeps its fixed 0.05 s timeout: changing it re-runs tcsetattr, which ptys dislike
+            try:  # the port keeps its 0.05 s timeout; the loop makes up the caller's longer wait
                 data = port.read(max(1, min(max_bytes, port.in_waiting or 1)))
             except (OSError, termios.error) as exc:
                 raise LinkError(f"read failed: {exc}") from None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from osos.field.meters.model import KINDS, WS_PER_WH, MeterModel
+from osos.field.meters.model import KINDS, MeterModel
 
 #: IEC 62056-21 baud-rate characters of mode C (Z in the identification and in the ACK option)
 BAUD_CHARS = {300: "0", 600: "1", 1200: "2", 2400: "3", 4800: "4", 9600: "5", 19200: "6"}
@@ -152,7 +152,3 @@ def brand(key: str) -> BrandProfile:
         raise BrandError(f"unknown brand {key!r}; known: {', '.join(brands)}")
     return brands[key]
 
-
-def energy_wh_exact(meter: MeterModel) -> int:
-    """Total import in Wh, for callers that want the number rather than the printed text."""
-    return sum(meter.import_ws[1:]) // WS_PER_WH
