@@ -73,6 +73,8 @@ def demo(tmp_path: Path):
             60,
             "the demo's first-login line",
         )
+        # the login line comes before the web server listens: wait for it to answer
+        _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200, 30, "the web")
         yield {
             "port": port,
             "password": password,

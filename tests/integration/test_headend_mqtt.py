@@ -105,7 +105,7 @@ def test_uplink_orders_and_emergency_over_the_real_broker(pg_url, mqtt_broker, t
     dev = FakeDevice(host, port, headend.topics, mass.Device("OSS", "GW42"))
     try:
         assert headend.connected
-        ref = dev.send("identification", {"brand": "T", "meters": [{"flag": "MSY", "serialNumber": "4242"}]})
+        ref = dev.send("identification", {"brand": "T", "meters": [{"flag": "MKL", "serialNumber": "4242"}]})
         ack = dev.expect("ack")
         assert ack["referenceId"] == ref and "response" not in ack
         dev.send("heartbeat", {"signal": 20, "deviceDate": "2026-11-21 10:00:00"})
@@ -116,11 +116,11 @@ def test_uplink_orders_and_emergency_over_the_real_broker(pg_url, mqtt_broker, t
             oid = orders.create_order(conn, "read", meter_id=meter_id, created_by="test")
         headend.wake_dispatcher()
         request = dev.expect("read")
-        assert request["request"]["meter"] == {"flag": "MSY", "serialNumber": "4242"}
+        assert request["request"]["meter"] == {"flag": "MKL", "serialNumber": "4242"}
         raw = data_block(["0.0.0(4242)", "1.8.0(000042.000*kWh)"])
         dev.send(
             "read",
-            {"meter": {"flag": "MSY", "serialNumber": "4242"}, "data": {"id": "/MSY5X", "rawData": raw}},
+            {"meter": {"flag": "MKL", "serialNumber": "4242"}, "data": {"id": "/MKL5X", "rawData": raw}},
             ref=request["referenceId"],
         )
 

@@ -74,7 +74,7 @@ def test_identification_registers_modem_and_its_meters(engine) -> None:
         "timezone": "+03:00",
         "meters": [
             {
-                "flag": "MSY",
+                "flag": "MKL",
                 "serialNumber": "12345678",
                 "brand": "Makel",
                 "kind": "three-phase",
@@ -98,7 +98,7 @@ def test_identification_registers_modem_and_its_meters(engine) -> None:
         )
         meter = conn.execute(select(meters)).mappings().one()
         assert (meter["flag"], meter["serial"], meter["modem_id"], meter["kind"]) == (
-            "MSY",
+            "MKL",
             "12345678",
             m["id"],
             "three-phase",
@@ -113,9 +113,9 @@ def test_readout_is_stored_raw_and_parsed_with_digits_kept(engine) -> None:
     resp = {
         "readDate": "2026-11-21 07:00:00",
         "timezone": "+00:00",
-        "meter": {"flag": "MSY", "serialNumber": "12345678"},
+        "meter": {"flag": "MKL", "serialNumber": "12345678"},
         "packetClass": "shortRead",
-        "data": {"id": "/MSY5<1>MSY3P", "rawData": raw},
+        "data": {"id": "/MKL5<1>MSY3P", "rawData": raw},
     }
     item = up(GW, "read", resp, "push-1")
     [out] = ing.process([item])
