@@ -19,6 +19,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from osos.field import protocol_ops
 from osos.field.links import Link, LinkError
 from osos.protocols import iec62056_21 as iec
 
@@ -101,6 +102,8 @@ class RunResult:
     steps_run: int = 0
     log: list[str] = field(default_factory=list)
     captured: dict[str, str] = field(default_factory=dict)  # what set/capture/baud_from_ident produced
+    records: list[dict[str, Any]] = field(default_factory=list)  # what each part of a binary answer is
+    sessions: dict[str, Any] = field(default_factory=dict)  # protocol sessions open during the run (DLMS)
 
     def keep(self, name: str, value: str) -> None:
         self.params[name] = value
@@ -149,6 +152,7 @@ class Interpreter:
                 # clean-up is best effort; the original outcome stands
                 with contextlib.suppress(DirectiveError, LinkError):
                     self._step(-1, step, link, result)
+            protocol_ops.close_sessions(result)
             result.bytes_in = link.bytes_in - in0
             result.bytes_out = link.bytes_out - out0
             result.duration_s = time.monotonic() - started
@@ -177,6 +181,8 @@ class Interpreter:
                 self._baud_from_ident(index, step, result)
             elif op == "check_bcc":
                 self._check_bcc(index, step, result)
+            elif op in protocol_ops.PROTOCOL_OPS:  # DLMS, Modbus, M-Bus steps (HES-40)
+                protocol_ops.run_step(op, index, step, link, result)
             else:  # pragma: no cover - the schema admits no other op
                 raise DirectiveError(f"unknown op {op!r}", step=index)
         except LinkError as exc:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from osos.field.buffer import DEFAULT_MAX_MESSAGES, Outbox
+from osos.field.directive_library import directives_for
 from osos.field.directives import DirectiveError, Interpreter, standard_directives, validate
 from osos.field.links import Link, LinkError, LinkSpec
 from osos.field.readings import read_response
@@ -55,6 +56,28 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _iec_stamp(value: str, tz: Any) -> str:
+    """ISO 8601 -> IEC 62056-21 load-profile stamp YYMMDDhhmm in the meter's local time; other text unchanged."""
+    if len(value) < 16 or value[4:5] != "-":
+        return value
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when
+    return when.astimezone(tz).strftime("%y%m%d%H%M")
+
+
+def _line(meter: MeterConfig) -> dict[str, Any]:
+    """initBaud and frame for the identification: from the meter's library profile when it has one."""
+    if meter.profile:
+        from osos.meterlib import profile
+
+        p = profile(meter.profile)
+        return {"initBaud": p.init_baud, "frame": p.framing}
+    return {"initBaud": 300, "frame": "7E1"}
+
+
 @dataclass
 class MeterConfig:
     """A meter behind the gateway: its link, bus address and identity (empty identity = discover it)."""
@@ -69,6 +92,8 @@ class MeterConfig:
     max_baud: int = 19200
     date_format: str = "%y-%m-%d"
     time_format: str = "%H:%M:%S"
+    protocol: str = "iec62056-21"  # iec62056-21 | dlms | modbus | mbus (AMR-7, HES-38, HES-40)
+    profile: str = ""  # meter library key (osos/data/meters/<profile>.toml): its generated directives apply
 
     @property
     def spec(self) -> LinkSpec:
@@ -264,13 +289,16 @@ class Gateway:
         if fn in ("identification", "heartbeat"):
             return None
         if fn == "read":
-            try:
-                self._directive(body.get("directive", "readout"))
-            except DirectiveError as exc:
-                code = exc.fail_code if exc.fail_code == FAIL_UNKNOWN_DIRECTIVE else FAIL_BAD_DIRECTIVE
-                return code, exc.reason
-            if self._targets(body.get("meter")) is None:
+            targets = self._targets(body.get("meter"))
+            if targets is None:
                 return FAIL_UNKNOWN_METER, f"no meter {body.get('meter')} behind this gateway"
+            for meter in targets or [MeterConfig(link="tcp://0.0.0.0:1")]:
+                try:
+                    self._directive_for(meter, body.get("directive", "readout"))
+                except DirectiveError as exc:
+                    code = exc.fail_code if exc.fail_code in (FAIL_UNKNOWN_DIRECTIVE, FAIL_UNSUPPORTED) \
+                        else FAIL_BAD_DIRECTIVE
+                    return code, exc.reason
             return None
         if fn == "directive":
             op = body.get("operation")
@@ -383,8 +411,11 @@ class Gateway:
                 if job.kind == "identify":
                     self.emit("identification", self.identification())
                 elif job.kind == "push":
-                    directive = self._directive(self.config.push_directive)
                     for meter in job.meters:
+                        try:
+                            directive = self._directive_for(meter, self.config.push_directive)
+                        except DirectiveError:
+                            continue  # this meter's profile has no such directive
                         if self._identified(meter):
                             self._read_one(meter, directive, None, push=True, packet_class=None, extra={})
                 elif job.message is not None:
@@ -421,13 +452,30 @@ class Gateway:
             raise DirectiveError(f"unknown directive {name!r}", fail_code=FAIL_UNKNOWN_DIRECTIVE)
         return found
 
+    def _directive_for(self, meter: MeterConfig, ref: Any) -> dict[str, Any]:
+        """What a directive name means for this meter: an added directive, else the set generated from the
+        meter's library profile (AMR-7), else (IEC meters) the shipped standard set."""
+        if isinstance(ref, dict) or str(ref) in self.custom_directives:
+            return self._directive(ref)
+        name = str(ref)
+        if meter.profile:
+            generated = directives_for(meter.profile)
+            if name in generated:
+                return generated[name]
+        if meter.protocol == "iec62056-21" and name in standard_directives():
+            return standard_directives()[name]
+        if meter.profile or meter.protocol != "iec62056-21":
+            raise DirectiveError(f"meter {meter.flag}/{meter.serial} ({meter.profile or meter.protocol}) has no "
+                                 f"directive {name!r}", fail_code=FAIL_UNSUPPORTED)
+        return self._directive(ref)
+
     def _handle_read(self, ref: str, body: dict[str, Any]) -> None:
-        try:
-            directive = self._directive(body.get("directive", "readout"))
-        except DirectiveError:
-            return  # refused in _accept already; a directive removed in between leaves nothing to do
         extra = body.get("params") if isinstance(body.get("params"), dict) else {}
         for meter in self._targets(body.get("meter")) or []:
+            try:
+                directive = self._directive_for(meter, body.get("directive", "readout"))
+            except DirectiveError:
+                continue  # refused in _accept already; a directive removed in between leaves nothing to do
             if self._identified(meter):
                 self._read_one(meter, directive, ref, push=False, packet_class=body.get("packetClass"),
                                extra=extra)
@@ -451,8 +499,12 @@ class Gateway:
     ) -> None:
         params = meter.params()
         local = self.clock().astimezone(timezone(timedelta(minutes=self.config.utc_offset_min)))
-        params.update({"time": local.strftime(meter.time_format), "date": local.strftime(meter.date_format)})
+        params.update({"time": local.strftime(meter.time_format), "date": local.strftime(meter.date_format),
+                       "now": local.isoformat(timespec="seconds")})
         params.update({k: str(v) for k, v in extra.items()})
+        if meter.protocol == "iec62056-21":  # a range given as ISO 8601 becomes the meter's YYMMDDhhmm (local)
+            for key in ("start", "end"):
+                params[key] = _iec_stamp(params.get(key, ""), local.tzinfo)
         try:
             with self._lock_for(self._key(meter)):  # a transparent session holds the same lock
                 result = self.interpreter.run(directive, self._link(meter), params)
@@ -572,6 +624,7 @@ class Gateway:
         for i, key in enumerate(sorted({self._key(m) for m in self.meters})):
             scheme, _, target = key.partition(":")
             entry: dict[str, Any] = {"id": i + 1, "name": target, "type": "tcp" if scheme == "tcp" else "serial"}
+            entry["protocols"] = sorted({m.protocol for m in self.meters if self._key(m) == key})
             bridge = self.transparent.get(key)
             if bridge is not None:
                 entry.update({"transparentPort": bridge.port, "transparentProtocol": bridge.protocol})
@@ -651,7 +704,8 @@ class Gateway:
             "mqttPrefix": c.topic_root,
             "meters": [
                 {
-                    "protocol": "iec62056-21",
+                    "protocol": m.protocol,
+                    "profile": m.profile,
                     "deviceType": "electricity",
                     "flag": m.flag,
                     "serialNumber": m.serial,
@@ -660,8 +714,7 @@ class Gateway:
                     "kind": m.kind,
                     "serialPort": m.spec.target,
                     "address": m.spec.address,
-                    "initBaud": 300,
-                    "frame": "7E1",
+                    **_line(m),
                 }
                 for m in self.meters
                 if m.flag and m.serial  # a meter not identified yet is listed once it is
@@ -680,8 +733,8 @@ class Gateway:
         """Fill in flag/serial/model of meters configured by link only: one readout each (AMR-7)."""
         directive = standard_directives()["readout"]
         for meter in self.meters if meters is None else meters:
-            if meter.flag and meter.serial:
-                continue
+            if meter.flag and meter.serial or meter.protocol != "iec62056-21":
+                continue  # only IEC meters announce themselves; others come with their identity configured
             try:
                 with self._lock_for(self._key(meter)):
                     result = self.interpreter.run(directive, self._link(meter), meter.params())

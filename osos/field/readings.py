@@ -14,6 +14,7 @@ from osos.field.directives import RunResult
 from osos.protocols import iec62056_21 as iec
 
 SECRET_PARAMS = frozenset({"password"})
+BINARY_KINDS = {"dlms": "dlms", "modbus": "modbus", "mbus": "mbus"}  # output kind -> data.protocol
 
 
 def split_frames(data: bytes) -> list[bytes]:
@@ -93,6 +94,9 @@ def read_response(
     """The ``response`` body of one meter's read answer."""
     output = directive.get("output", {})
     kind = output.get("kind", "readout")
+    if kind in BINARY_KINDS:
+        return _binary_response(meter=meter, directive=directive, result=result, read_date=read_date,
+                                packet_class=packet_class, push=push)
     ident = result.buffers.get(output.get("id", "ident"), b"")
     raw = result.buffers.get(output.get("rawData", "data"), b"")
     body: dict[str, Any] = {
@@ -116,6 +120,48 @@ def read_response(
         body["values"] = {}
         body["parseError"] = str(exc)
     body["bccOk"] = bcc_ok(raw) if raw and kind != "none" else True
+    if push:
+        body["push"] = True
+    return body
+
+
+def _binary_response(
+    *,
+    meter: dict[str, str],
+    directive: dict[str, Any],
+    result: RunResult,
+    read_date: datetime,
+    packet_class: str | None,
+    push: bool,
+) -> dict[str, Any]:
+    """DLMS/Modbus/M-Bus answers (HES-40): the bytes as read in hex, the records that say what each slice is,
+    and the gateway's own parse in ``values`` (the head-end decodes ``rawHex`` itself)."""
+    from osos.protocols.meter_answers import AnswerError, decode_answer
+
+    protocol = BINARY_KINDS[directive.get("output", {}).get("kind")]
+    raw = result.buffers.get(directive.get("output", {}).get("rawData", "data"), b"")
+    records = [dict(r) for r in result.records]
+    body: dict[str, Any] = {
+        "readDate": read_date.strftime("%Y-%m-%d %H:%M:%S"),
+        "timezone": "+00:00",
+        "meter": meter,
+        "packetClass": packet_class or directive.get("packetClass", "longRead"),
+        "directive": directive["name"],
+        "data": {"id": "", "protocol": protocol, "rawHex": raw.hex(), "records": records},
+        "params": {k: v for k, v in result.captured.items() if k not in SECRET_PARAMS},
+        "bytesIn": result.bytes_in,
+        "bytesOut": result.bytes_out,
+        "durationMs": int(result.duration_s * 1000),
+        "values": {},
+    }
+    if records:
+        try:
+            decoded = decode_answer(protocol, raw.hex(), records)
+            body["values"] = {v.name: {"value": v.value, "unit": v.unit} for v in decoded.values}
+            if decoded.profile:
+                body["profile"] = decoded.profile
+        except AnswerError as exc:
+            body["parseError"] = str(exc)
     if push:
         body["push"] = True
     return body

@@ -1,4 +1,5 @@
-"""Brand profiles (data in ``osos/data/brands/*.toml``) and how a brand prints each OBIS register.
+"""Brand profiles of the simulated IEC meters (the ``[kinds]`` part of ``osos/data/meters/*.toml``, the meter
+library shared with ``osos.meterlib``) and how a brand prints each OBIS register.
 
 A new brand is a TOML file, not code (AMR-7). The profile fixes the flag code, the highest baud rate, the
 register set per meter kind (AMR-2, AMR-3) and the number formats (leading zeros, 3 decimals).
@@ -136,13 +137,15 @@ def _parse(key: str, data: dict) -> BrandProfile:
 
 @cache
 def load_brands() -> dict[str, BrandProfile]:
-    """All shipped brand profiles, keyed by file stem (``elektromed``, ``makel``, ``viko``)."""
-    folder = resources.files("osos.data").joinpath("brands")
+    """All simulated brand profiles, keyed by file stem (``elektromed``, ``makel``, ``viko``)."""
+    folder = resources.files("osos.data").joinpath("meters")
     brands = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
             key = entry.name[: -len(".toml")]
-            brands[key] = _parse(key, tomllib.loads(entry.read_text("utf-8")))
+            data = tomllib.loads(entry.read_text("utf-8"))
+            if "kinds" in data:  # only profiles with simulator tables are simulated brands
+                brands[key] = _parse(key, data)
     return brands
 
 
