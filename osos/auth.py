@@ -34,19 +34,20 @@ SALT_BYTES = 16
 HASH_BYTES = 32
 MIN_PASSWORD_LENGTH = 12
 
-# HES-60: separate permission levels; only "read" and "order.read" have endpoints so far.
+# HES-60: separate permission levels; orders use "order.read" (read, load profile), "order.relay" (relay) and
+# "order.program" (time-set).
 PERMISSIONS = (
     "read",  # see inventory, registers, raw data, order status
     "order.read",  # start a meter reading
-    "order.program",  # meter programming (later)
-    "order.relay",  # connect / disconnect (later)
+    "order.program",  # meter programming: time-set (HES-35)
+    "order.relay",  # connect / disconnect (HES-11)
     "modem.configure",  # modem parameters (later)
     "firmware.manage",  # software management (later)
     "user.manage",  # users and grants (later)
 )
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read"}),
-    "operator": frozenset({"read", "order.read"}),
+    "operator": frozenset({"read", "order.read", "order.relay", "order.program"}),  # relay/time-set: HES-11/35
     "admin": frozenset(PERMISSIONS),
 }
 ROLES = tuple(ROLE_PERMISSIONS)

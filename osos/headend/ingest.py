@@ -304,6 +304,7 @@ class Ingestor:
             now=now,
             ident=reading.ident,
             last_read_at=reading.read_at,
+            protocol=reading.protocol,
         )
         read_at = reading.read_at or now
         if reading.registers:

@@ -14,6 +14,7 @@ from typing import Any
 from osos.protocols import iec62056_21 as iec
 from osos.protocols import mass
 from osos.protocols.errors import DecodeError
+from osos.protocols.meter_answers import decode_answer
 
 # Registers that carry the meter's serial number in IEC 62056-21 readouts, most specific first.
 SERIAL_REGISTERS = ("0.0.0", "C.1.0", "96.1.0", "0.0.1")
@@ -37,6 +38,8 @@ class MeterReading:
     registers: list[Register]
     read_at: datetime | None
     packet_class: str | None
+    protocol: str = "iec62056-21"
+    profile: list[dict[str, Any]] = field(default_factory=list)  # load-profile rows of binary protocols
 
 
 @dataclass
@@ -135,9 +138,35 @@ def parse_readout(raw_data: str) -> tuple[list[Register], bool | None]:
     return _registers_from_lines(lines), True
 
 
+def _binary_read(body: dict[str, Any], data: dict[str, Any], received_at: datetime) -> MeterReading:
+    """DLMS / Modbus / M-Bus answers (HES-40): decode ``rawHex`` with the protocol's own codec; the gateway's
+    ``values`` are not trusted. The meter must be named in the body (binary answers carry no ident line)."""
+    protocol = data.get("protocol")
+    decoded = decode_answer(protocol, data.get("rawHex"), data.get("records"))
+    meter_ref = body.get("meter") or {}
+    flag, serial = meter_ref.get("flag"), meter_ref.get("serialNumber")
+    if not flag or not serial:
+        raise DecodeError(f"a {protocol} answer must name its meter (flag and serialNumber)")
+    registers = [Register(v.name, v.value, v.unit, v.extra) for v in decoded.values]
+    return MeterReading(
+        flag=str(flag).upper(),
+        serial=str(serial),
+        ident=None,
+        registers=registers,
+        read_at=parse_device_time(body.get("readDate"), body.get("timezone")) or received_at,
+        packet_class=body.get("packetClass"),
+        protocol=str(protocol),
+        profile=decoded.profile,
+    )
+
+
 def _meter_from_read(message: mass.Message, received_at: datetime) -> MeterReading:
     body = message.body if isinstance(message.body, dict) else {}
     data = body.get("data") or {}
+    if not isinstance(data, dict):
+        raise DecodeError("read response data must be an object")
+    if data.get("protocol", "iec62056-21") != "iec62056-21":
+        return _binary_read(body, data, received_at)
     raw_data = data.get("rawData")
     if not isinstance(raw_data, str) or not raw_data.strip():
         raise DecodeError("read response carries no rawData")
@@ -201,7 +230,12 @@ def interpret(payload: bytes, topic: str, topics: mass.Topics, received_at: date
 
 def summary(reading: MeterReading) -> dict[str, Any]:
     """The part of a read that an order's result shows."""
-    return {
+    out: dict[str, Any] = {
         "meter": {"flag": reading.flag, "serial": reading.serial},
         "registers": {r.obis: {"value": r.value, "unit": r.unit} for r in reading.registers},
     }
+    if reading.protocol != "iec62056-21":
+        out["protocol"] = reading.protocol
+    if reading.profile:
+        out["profile"] = reading.profile
+    return out

@@ -8,7 +8,7 @@ referenceId. Every outcome is recorded as succeeded or failed.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, insert, select, update
@@ -17,12 +17,67 @@ from sqlalchemy.engine import Connection
 from osos.store.db import as_utc, utcnow
 from osos.store.schema import meters, modems, orders
 
-ORDER_KINDS = ("read",)
+ORDER_KINDS = ("read", "relay", "time-set", "load-profile")
+RELAY_STATES = ("connect", "disconnect")
+#: the permission each kind needs in the API (HES-60; relay is operator and up)
+ORDER_PERMISSIONS = {"read": "order.read", "load-profile": "order.read", "relay": "order.relay",
+                     "time-set": "order.program"}
 STATUSES = ("pending", "running", "succeeded", "failed")
 
 
 class OrderError(ValueError):
     """An order that cannot be created as asked (unknown meter, unknown kind ...)."""
+
+
+def _iso(value: Any, what: str) -> datetime:
+    if not isinstance(value, str):
+        raise OrderError(f"{what} must be an ISO 8601 date-time string")
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise OrderError(f"{what} {value!r} is not an ISO 8601 date-time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def validate_request(kind: str, request: dict[str, Any] | None) -> dict[str, Any]:
+    """Check the kind-specific part of an order (HES-11 relay, HES-35 time-set, AMR-5 load profile by range)
+    and return it normalised; raises OrderError with a reason the caller can show."""
+    request = dict(request or {})
+    params = request.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str | int)
+                                               for k, v in params.items()):
+        raise OrderError("params must be an object of strings or integers")
+    directive = request.get("directive")
+    if directive is not None and (kind != "read" or not isinstance(directive, str) or not 1 <= len(directive) <= 64):
+        raise OrderError("a directive name (1..64 characters) may only be given for a read order")
+    if kind == "relay":
+        if request.get("state") not in RELAY_STATES:
+            raise OrderError(f"a relay order needs state {' or '.join(RELAY_STATES)}")
+    elif kind == "load-profile":
+        start, end = _iso(request.get("start"), "start"), _iso(request.get("end"), "end")
+        if start >= end:
+            raise OrderError("start must be before end")
+        request["start"], request["end"] = start.isoformat(), end.isoformat()
+    return request
+
+
+def directive_request(kind: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The MASS read request for an order: the directive name the meter's library profile provides for the
+    kind (the gateway resolves it per meter), its parameters and packet class."""
+    params = {k: str(v) for k, v in (request.get("params") or {}).items()}
+    if kind == "relay":
+        directive, packet = f"relay-{request['state']}", "history"
+    elif kind == "time-set":
+        directive, packet = "time-set", "history"
+    elif kind == "load-profile":
+        directive, packet = "load-profile", "loadProfile1"
+        params.update({"start": request["start"], "end": request["end"]})
+    else:
+        directive, packet = request.get("directive") or "readout", request.get("packetClass") or "shortRead"
+    out: dict[str, Any] = {"directive": directive, "packetClass": packet}
+    if params:
+        out["params"] = params
+    return out
 
 
 def create_order(
@@ -42,6 +97,7 @@ def create_order(
         raise OrderError(f"unknown order kind {kind!r}; known: {', '.join(ORDER_KINDS)}")
     if not 0 <= priority <= 9:
         raise OrderError("priority must be 0 (highest) .. 9")
+    request = validate_request(kind, request) or None
     if meter_id is not None:
         meter = conn.execute(select(meters.c.id, meters.c.modem_id).where(meters.c.id == meter_id)).first()
         if meter is None:

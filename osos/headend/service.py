@@ -243,11 +243,7 @@ class HeadEnd:
         if order is None:
             return False
         device = mass.Device(order["modem_flag"], order["modem_serial"])
-        asked = order.get("request") or {}
-        request: dict[str, Any] = {
-            "directive": asked.get("directive") or "readout",
-            "packetClass": asked.get("packetClass") or "shortRead",
-        }
+        request = orders.directive_request(order["kind"], order.get("request") or {})
         if order["meter_serial"]:  # without a meter, the modem reads every meter behind it
             request["meter"] = {"flag": order["meter_flag"], "serialNumber": order["meter_serial"]}
         message = mass.make("read", device, reference_id=order["reference_id"], request=request)

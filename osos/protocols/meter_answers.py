@@ -13,6 +13,7 @@ it is not instantaneous.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from osos.protocols import dlms as D
@@ -61,6 +62,11 @@ def _slices(raw: bytes, records: Any) -> list[tuple[dict[str, Any], bytes]]:
     return out
 
 
+def _text(value: Any) -> str:
+    """Exact text of a value: Decimals in plain notation (``50``, never ``5E+1``)."""
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
 def dotted(obis: str) -> str:
     """Any OBIS notation -> ``A.B.C.D.E.F``."""
     try:
@@ -93,7 +99,7 @@ def _scaler_unit(d: D.Data, what: str) -> tuple[int, str | None]:
 def _number(value: D.Data, scale: tuple[int, str | None] | None) -> tuple[str, str | None]:
     if scale is None or not isinstance(value.value, int) or isinstance(value.value, bool):
         return _plain(value), None
-    return str(D.scaled(value.value, scale[0])), scale[1]
+    return _text(D.scaled(value.value, scale[0])), scale[1]
 
 
 def decode_dlms(raw_hex: Any, records: Any) -> Decoded:
@@ -182,7 +188,7 @@ def decode_modbus(raw_hex: Any, records: Any) -> Decoded:
     assert regmap is not None
     decoded, _errors = M.decode_words(regmap, words)
     units = {r.name: r.unit or None for r in regmap.registers}
-    return Decoded([Value(k, str(v), units.get(k)) for k, v in decoded.items()], [])
+    return Decoded([Value(k, _text(v), units.get(k)) for k, v in decoded.items()], [])
 
 
 def decode_mbus(raw_hex: Any, records: Any) -> Decoded:
@@ -206,7 +212,7 @@ def decode_mbus(raw_hex: Any, records: Any) -> Decoded:
             if name in seen:
                 continue
             seen.add(name)
-            values.append(Value(name, str(record.value), record.unit))
+            values.append(Value(name, _text(record.value), record.unit))
     return Decoded(values, [])
 
 

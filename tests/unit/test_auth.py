@@ -148,10 +148,11 @@ def test_generated_passwords_pass_the_policy_and_differ() -> None:
 
 
 def test_roles_grow_by_permission() -> None:
-    """HES-60: viewer reads, operator also starts readings, admin has every permission."""
+    """HES-60: viewer reads, operator also starts readings, relay and clock orders, admin has every permission."""
     viewer, operator, admin = (Principal("u", role) for role in ("viewer", "operator", "admin"))
     assert viewer.can("read") and not viewer.can("order.read")
-    assert operator.can("read") and operator.can("order.read") and not operator.can("order.relay")
+    assert operator.can("read") and operator.can("order.read") and operator.can("order.relay")  # HES-11 relay
+    assert operator.can("order.program") and not operator.can("user.manage")
     assert all(admin.can(p) for p in ROLE_PERMISSIONS["admin"])
     assert not Principal("u", "unknown-role").can("read")
     assert ROLE_PERMISSIONS["viewer"] < ROLE_PERMISSIONS["operator"] < ROLE_PERMISSIONS["admin"]

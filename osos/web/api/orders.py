@@ -1,4 +1,5 @@
-"""Work orders over the Web API: create a read order, follow its status (HES-12, HES-63, AMR-9 "start a reading").
+"""Work orders over the Web API: read, relay, time-set and load-profile orders for a meter or a modem, and their
+status (HES-11, HES-12, HES-35, HES-63, AMR-9 "start a reading"). Relay and time-set need operator or admin.
 
 The web only queues the order in the database; a head-end dispatcher sends it and records the outcome.
 """
@@ -11,9 +12,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from osos.auth import Principal
-from osos.headend.orders import OrderError, create_order, get_order
+from osos.headend.orders import ORDER_PERMISSIONS, OrderError, create_order, get_order
+from osos.store.db import utcnow
 from osos.web.api.schemas import ErrorResponse, Order, OrderCreate, OrderCreated, OrderIdPath
-from osos.web.security import require
+from osos.web.security import Forbidden, log_security, require
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses={401: {"model": ErrorResponse},
                                                                          403: {"model": ErrorResponse}})
@@ -25,6 +27,8 @@ def order_view(order: dict[str, Any]) -> dict[str, Any]:
         "kind": order["kind"],
         "status": order["status"],
         "meter": order["meter_id"],
+        "modem": order["modem_id"],
+        "request": order["request"],
         "priority": order["priority"],
         "attempts": order["attempts"],
         "created_by": order["created_by"],
@@ -41,10 +45,18 @@ def post_order(
     body: OrderCreate, request: Request, principal: Principal = Depends(require("order.read"))
 ) -> JSONResponse:
     """Queue an order. If the same work is already open for that meter, that order is answered (HES-12)."""
+    permission = ORDER_PERMISSIONS.get(body.kind)
+    if permission is not None and not principal.can(permission, utcnow()):
+        log_security(request, f"forbidden: {permission}", user=principal.username, role=principal.role)
+        raise Forbidden(f"role {principal.role!r} may not {permission}")
+    if (body.meter is None) == (body.modem is None):
+        raise HTTPException(400, "give exactly one of meter or modem")
+    asked = {k: v for k, v in body.model_dump(include={"directive", "params", "state", "start", "end"}).items()
+             if v is not None}
     with request.app.state.engine.begin() as conn:
         try:
-            order_id = create_order(conn, body.kind, meter_id=body.meter, created_by=principal.username,
-                                    priority=body.priority)
+            order_id = create_order(conn, body.kind, meter_id=body.meter, modem_id=body.modem,
+                                    created_by=principal.username, priority=body.priority, request=asked or None)
         except OrderError as exc:
             raise HTTPException(400, str(exc)) from None
         order = get_order(conn, order_id)

@@ -120,9 +120,15 @@ class RawMessage(BaseModel):
 
 
 class OrderCreate(BaseModel):
-    kind: str = Field(max_length=32, examples=["read"])
-    meter: int = Field(ge=1, le=MAX_ID)
+    kind: str = Field(max_length=32, examples=["read"], description="read, relay, time-set or load-profile")
+    meter: int | None = Field(default=None, ge=1, le=MAX_ID)
+    modem: int | None = Field(default=None, ge=1, le=MAX_ID, description="instead of meter: every meter behind it")
     priority: int = Field(default=5, ge=0, le=9, description="0 is the most urgent (HES-12)")
+    directive: str | None = Field(default=None, max_length=64, description="read only: the directive to run")
+    params: dict[str, str | int] | None = Field(default=None, description="directive parameters")
+    state: Literal["connect", "disconnect"] | None = Field(default=None, description="relay orders (HES-11)")
+    start: str | None = Field(default=None, max_length=40, description="load-profile orders: ISO 8601 (AMR-5)")
+    end: str | None = Field(default=None, max_length=40, description="load-profile orders: ISO 8601")
 
 
 class OrderCreated(BaseModel):
@@ -135,6 +141,8 @@ class Order(BaseModel):
     kind: str
     status: Literal["pending", "running", "succeeded", "failed"]
     meter: int | None
+    modem: int | None = None
+    request: Any = None
     priority: int
     attempts: int
     created_by: str | None
