@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         meter: list[str] = typer.Option(
             [], "--meter",
             help="Meter link: tcp://host:port or serial:///dev/ttyUSB0, optional ?address=&flag=&serial="
-                 "&password=&max_baud=&kind= (flag/serial are discovered by a readout when absent).",
+                 "&password=&max_baud=&kind=&profile= (flag/serial are discovered by a readout when absent; "
+                 "profile names a meter library entry, e.g. landis-gyr-e450, which sets the protocol).",
         ),
         sim_meter: list[str] = typer.Option(
             [], "--sim-meter", help="Also start a simulated meter BRAND:KIND (e.g. makel:kombi) on a local port."
@@ -84,9 +85,18 @@ def register(app: typer.Typer) -> None:
             except LinkError as exc:
                 raise typer.BadParameter(str(exc)) from None
             q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+            protocol = "iec62056-21"
+            if q.get("profile"):
+                from osos.meterlib import MeterLibraryError, profile
+
+                try:
+                    protocol = profile(q["profile"]).protocol
+                except MeterLibraryError as exc:
+                    raise typer.BadParameter(str(exc)) from None
             configs.append(MeterConfig(
                 link=url, flag=q.get("flag", ""), serial=q.get("serial", ""), kind=q.get("kind", "single-phase"),
                 password=q.get("password", "00000000"), max_baud=int(q.get("max_baud", "19200")),
+                protocol=protocol, profile=q.get("profile", ""),
             ))
         config = GatewayConfig(
             flag=flag, serial=serial, data_dir=data_dir, broker_host=host, broker_port=port,

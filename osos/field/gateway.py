@@ -68,6 +68,17 @@ def _iec_stamp(value: str, tz: Any) -> str:
     return when.astimezone(tz).strftime("%y%m%d%H%M")
 
 
+def _library_key(meter: MeterConfig) -> str:
+    """A meter configured without a profile gets its FLAG's library profile when that speaks its protocol
+    (AMR-7: identify the meter, then read it the way its brand wants); "" when there is none."""
+    if not meter.flag:
+        return ""
+    from osos.meterlib import profile_for
+
+    found = profile_for(meter.flag, meter.model or None)
+    return found.key if found.protocol == meter.protocol and found.key != "generic-iec" else ""
+
+
 def _line(meter: MeterConfig) -> dict[str, Any]:
     """initBaud and frame for the identification: from the meter's library profile when it has one."""
     if meter.profile:
@@ -458,8 +469,9 @@ class Gateway:
         if isinstance(ref, dict) or str(ref) in self.custom_directives:
             return self._directive(ref)
         name = str(ref)
-        if meter.profile:
-            generated = directives_for(meter.profile)
+        key = meter.profile or _library_key(meter)
+        if key:
+            generated = directives_for(key)
             if name in generated:
                 return generated[name]
         if meter.protocol == "iec62056-21" and name in standard_directives():

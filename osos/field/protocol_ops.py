@@ -237,9 +237,9 @@ def _mbus_step(index: int, step: dict[str, Any], link: Link, result: RunResult) 
     link.write(short(0x40))  # SND_NKE
     if _mbus_read_frame(link, timeout_s, index) != b"\xe5":
         raise _error("M-Bus: SND_NKE was not acknowledged with E5", index, 3)
-    fcb = 1
+    fcb = 0
     for _ in range(max_frames):
-        link.write(short(0x5B if fcb else 0x7B))  # REQ_UD2 with FCV set, FCB toggled per request
+        link.write(short(0x7B if fcb else 0x5B))  # REQ_UD2 (FCV set); FCB (0x20) toggles for each next telegram
         frame = _mbus_read_frame(link, timeout_s, index)
         if frame == b"\xe5":
             raise _error("M-Bus: REQ_UD2 answered with E5 instead of data", index, 3)

@@ -109,3 +109,64 @@ def test_modbus_short_read_over_rtu_matches_the_analyzer_words() -> None:
         raw = struct.pack(">HH", held[reg.reference], held[reg.reference + 1])
         assert Decimal(decoded[name].value) == M.float32_to_decimal(raw), name
     assert decoded["active_energy_import"].unit == regmap.register("active_energy_import").unit
+
+
+class MBusSlave:
+    """A wired M-Bus meter written here from EN 13757-2/-3 (not the project's codec): E5 to SND_NKE, then two
+    RSP_UD long frames, the first ending in DIF 1F ("more records follow")."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        import socket
+        import threading
+
+        self.frames, self.requests = frames, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            sent = 0
+            while True:
+                req = b""
+                while len(req) < 5:
+                    chunk = conn.recv(5 - len(req))
+                    if not chunk:
+                        return
+                    req += chunk
+                assert req[0] == 0x10 and req[4] == 0x16 and (req[1] + req[2]) & 0xFF == req[3]
+                self.requests.append(req[1])
+                if req[1] == 0x40:
+                    conn.sendall(b"\xe5")
+                else:
+                    conn.sendall(self.frames[sent])
+                    sent += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def long_frame(records: bytes) -> bytes:
+    # C=08 RSP_UD, A=05, CI=72; header id 12345678 (BCD), manufacturer 2C2D (KAM), version 1, medium 07 water,
+    # access 55, status 00, signature 0000
+    user = bytes.fromhex("080572" "78563412" "2D2C" "01" "07" "55" "00" "0000") + records
+    return bytes([0x68, len(user), len(user), 0x68]) + user + bytes([sum(user) & 0xFF, 0x16])
+
+
+def test_mbus_req_ud2_follows_more_records_with_a_toggled_fcb() -> None:
+    first = long_frame(bytes.fromhex("0C13" "78563412" "1F"))  # volume 12345.678 m3, more records follow
+    second = long_frame(bytes.fromhex("4C13" "44332211"))  # DIF 4C: storage 1, 11223344 m3 x 10^-3
+    slave = MBusSlave([first, second])
+    try:
+        result = _run(directives_for("generic-mbus")["readout"], slave.port, {"primary": "5"})
+    finally:
+        slave.close()
+    assert slave.requests == [0x40, 0x5B, 0x7B]  # SND_NKE, REQ_UD2 (5B), next telegram with FCB toggled (7B)
+    assert result.buffers["data"] == first + second
+    values = {v.name: (v.value, v.unit) for v in decode_answer("mbus", result.buffers["data"].hex(),
+                                                              result.records).values}
+    assert values == {"Volume": ("12345.678", "m^3"), "Volume.s1": ("11223.344", "m^3")}

@@ -72,3 +72,22 @@ def test_bad_profile_errors_name_the_file_and_key(change: dict, needle: str) -> 
 def test_missing_key_is_named() -> None:
     with pytest.raises(ml.MeterLibraryError, match=r"x\.toml: missing key 'framing'"):
         ml.parse_profile("x", {"protocol": "iec62056-21", "flag": "ABC"}, "x.toml")
+
+
+def test_gateway_cli_refuses_an_unknown_profile(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from osos.cli.main import app
+
+    bad = CliRunner().invoke(app, ["gateway", "--flag", "OSS", "--serial", "1", "--data-dir", str(tmp_path),
+                                   "--meter", "tcp://127.0.0.1:9?profile=no-such-meter"])
+    assert bad.exit_code == 2 and "no meter profile 'no-such-meter'" in bad.output
+
+
+def test_gateway_uses_the_flag_profile_only_for_the_same_protocol() -> None:
+    from osos.field.gateway import MeterConfig, _library_key
+
+    assert _library_key(MeterConfig(link="tcp://h:1", flag="LGZ", protocol="dlms")) == "landis-gyr-e450"
+    assert _library_key(MeterConfig(link="tcp://h:1", flag="LGZ")) == ""  # an IEC-configured LGZ: standard set
+    assert _library_key(MeterConfig(link="tcp://h:1", flag="VIK")) == "viko"
+    assert _library_key(MeterConfig(link="tcp://h:1", flag="QQQ")) == ""

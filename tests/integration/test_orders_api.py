@@ -1,0 +1,110 @@
+"""POST /api/v1/orders for the new kinds (HES-11, HES-35, HES-63, AMR-5): relay, time-set and load-profile, for a
+meter or a whole modem, with role checks (viewers never order; relay and time-set need operator or admin) and
+clear 400s for bad requests. The dispatcher's MASS request is checked from claim_next + directive_request.
+
+covers HES-11, HES-12, HES-35, HES-60, HES-63, AMR-5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from functools import cache
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from osos.auth import hash_password
+from osos.config import Settings
+from osos.headend.orders import claim_next, directive_request
+from osos.store.db import make_engine, migrate
+from osos.store.schema import meters, modems, users
+from osos.web.app import create_app
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "Orders-test-4711"  # test-only credentials in a per-test database
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@cache
+def password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+@pytest.fixture
+def api(db_url: str, tmp_path) -> Iterator[tuple[TestClient, object, dict[str, int]]]:  # type: ignore[no-untyped-def]
+    engine = make_engine(db_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        modem = conn.execute(insert(modems).values(flag="OSS", serial="GWAPI01", registered_at=NOW,
+                                                   topic_style="device")).inserted_primary_key[0]
+        meter = conn.execute(insert(meters).values(flag="LGZ", serial="70000009", modem_id=modem, protocol="dlms",
+                                                   first_seen_at=NOW)).inserted_primary_key[0]
+        for name, role in (("ada", "admin"), ("oscar", "operator"), ("vera", "viewer")):
+            conn.execute(insert(users).values(username=name, password_hash=password_hash(), role=role,
+                                              disabled=False, created_at=NOW))
+    with TestClient(create_app(Settings(data_dir=tmp_path / "d", database_url=db_url), engine)) as client:
+        yield client, engine, {"modem": modem, "meter": meter}
+    engine.dispose()
+
+
+def auth(client: TestClient, user: str) -> dict[str, str]:
+    res = client.post("/api/v1/auth/token", json={"username": user, "password": PASSWORD})
+    return {"Authorization": f"Bearer {res.json()['access_token']}"}
+
+
+def test_relay_time_set_and_load_profile_orders(api) -> None:  # type: ignore[no-untyped-def]
+    client, engine, ids = api
+    viewer, operator = auth(client, "vera"), auth(client, "oscar")
+    relay = {"kind": "relay", "meter": ids["meter"], "state": "disconnect"}
+    assert client.post("/api/v1/orders", json=relay, headers=viewer).status_code == 403
+    res = client.post("/api/v1/orders", json=relay, headers=operator)
+    assert res.status_code == 201
+    order = client.get(f"/api/v1/orders/{res.json()['id']}", headers=viewer).json()
+    assert (order["kind"], order["request"], order["meter"]) == ("relay", {"state": "disconnect"}, ids["meter"])
+
+    lp = {"kind": "load-profile", "modem": ids["modem"], "start": "2026-03-10T06:00:00+03:00",
+          "end": "2026-03-10T09:00:00+03:00"}
+    res = client.post("/api/v1/orders", json=lp, headers=operator)
+    assert res.status_code == 201
+    assert client.get(f"/api/v1/orders/{res.json()['id']}", headers=operator).json()["modem"] == ids["modem"]
+    assert client.post("/api/v1/orders", json={"kind": "time-set", "meter": ids["meter"]},
+                       headers=auth(client, "ada")).status_code == 201
+
+    # what the dispatcher sends for each, in creation order (same priority)
+    sent = []
+    with engine.begin() as conn:
+        while (claimed := claim_next(conn, timeout_s=30)) is not None:
+            sent.append(directive_request(claimed["kind"], claimed["request"]))
+    assert sent == [
+        {"directive": "relay-disconnect", "packetClass": "history"},
+        {"directive": "load-profile", "packetClass": "loadProfile1",
+         "params": {"start": "2026-03-10T06:00:00+03:00", "end": "2026-03-10T09:00:00+03:00"}},
+        {"directive": "time-set", "packetClass": "history"},
+    ]
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    ({"kind": "relay", "state": "toggle"}, None),  # not connect/disconnect: schema refusal (422)
+    ({"kind": "relay"}, "state connect or disconnect"),
+    ({"kind": "load-profile", "start": "yesterday", "end": "2026-03-10T09:00:00"}, "not an ISO 8601"),
+    ({"kind": "load-profile", "start": "2026-03-10T09:00:00", "end": "2026-03-10T06:00:00"}, "before end"),
+    ({"kind": "time-set", "directive": "readout"}, "only be given for a read"),
+    ({"kind": "explode"}, "unknown order kind"),
+])
+def test_bad_orders_are_refused_with_a_reason(api, body: dict, detail: str | None) -> None:  # type: ignore[no-untyped-def]
+    client, _engine, ids = api
+    res = client.post("/api/v1/orders", json={**body, "meter": ids["meter"]}, headers=auth(client, "oscar"))
+    if detail is None:
+        assert res.status_code == 422
+    else:
+        assert res.status_code == 400 and detail in res.json()["detail"]
+
+
+def test_meter_and_modem_together_is_refused(api) -> None:  # type: ignore[no-untyped-def]
+    client, _engine, ids = api
+    res = client.post("/api/v1/orders", json={"kind": "read", "meter": ids["meter"], "modem": ids["modem"]},
+                      headers=auth(client, "oscar"))
+    assert res.status_code == 400 and res.json()["detail"] == "give exactly one of meter or modem"
