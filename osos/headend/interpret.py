@@ -96,8 +96,8 @@ def _registers_from_lines(lines: list[iec.DataLine]) -> list[Register]:
     regs: list[Register] = []
     seen: set[str] = set()
     for line in lines:
-        if not line.values or line.address in seen or line.address.startswith("P."):
-            continue  # load-profile blocks are not registers; a repeated address keeps its first value
+        if not line.values or not line.address or line.address in seen or line.address.startswith("P."):
+            continue  # load-profile blocks and their rows are not registers; a repeated address keeps its first
         seen.add(line.address)
         first, rest = line.values[0], line.values[1:]
         extra = [{"value": v.value, "unit": v.unit} for v in rest] or None
@@ -171,6 +171,7 @@ def _meter_from_read(message: mass.Message, received_at: datetime) -> MeterReadi
     if not isinstance(raw_data, str) or not raw_data.strip():
         raise DecodeError("read response carries no rawData")
     registers, _ = parse_readout(raw_data)
+    profile = iec_profile_rows(raw_data)
     ident_line = data.get("id")
     ident = None
     if ident_line:  # MASS sends the identification line without its CR LF; the codec wants the line as sent
@@ -194,7 +195,27 @@ def _meter_from_read(message: mass.Message, received_at: datetime) -> MeterReadi
         registers=registers,
         read_at=read_at,
         packet_class=body.get("packetClass"),
+        profile=profile,
     )
+
+
+def iec_profile_rows(raw_data: str) -> list[dict[str, Any]]:
+    """Load-profile rows of an IEC 62056-21 ``R5 P.0x`` answer (AMR-5): one per period, with the meter's local
+    time as printed, its status and the channel values; [] when the answer holds no profile."""
+    if "P.0" not in raw_data:
+        return []
+    rows: list[dict[str, Any]] = []
+    frames = split_frames(raw_data.encode("latin-1")) if raw_data.startswith("\x02") else [raw_data.encode("latin-1")]
+    for frame in frames:
+        if b"P.0" not in frame:
+            continue
+        for block in iec.parse_load_profile(frame).blocks:
+            for when, row in block.entries():
+                rows.append({"profile": f"P.{block.profile:02d}",
+                             "time": when.strftime("%Y-%m-%dT%H:%M"), "status": block.status,
+                             "values": {obis: {"value": v.value, "unit": unit}
+                                        for (obis, unit), v in zip(block.channels, row, strict=True)}})
+    return rows
 
 
 def interpret(payload: bytes, topic: str, topics: mass.Topics, received_at: datetime) -> Interpretation:
