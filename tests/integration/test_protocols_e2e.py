@@ -108,6 +108,22 @@ def test_read_load_profile_relay_and_time_set_across_three_protocols(pg_url, mqt
             assert Decimal(regs["1.8.0"]["value"]) == Decimal(2_000_000 + 1000 * 2) / 1000
             assert regs["1.8.0"]["unit"] == "kWh"
 
+            # IEC load profile by an ISO range: the gateway asks R5 P.01(YYMMDDhhmm;…) in meter time (UTC+3)
+            result = order("load-profile", "20000001", {"start": "2026-03-10T06:00:00+00:00",
+                                                        "end": "2026-03-10T08:00:00+00:00"})
+            entries = iec.model.profile_between(T0, GW_NOW)
+            assert len(entries) == 8  # kombi: 15-minute periods
+            utc3 = dt.timezone(dt.timedelta(hours=3))
+            assert [r["time"] for r in result["profile"]] == [e.end.astimezone(utc3).strftime("%Y-%m-%dT%H:%M")
+                                                              for e in entries]
+            assert [Decimal(r["values"]["1.29.0"]["value"]) for r in result["profile"]] == [
+                Decimal(e.import_wh) / 1000 for e in entries]
+
+            # IEC time-set: a meter clock 7 minutes slow is set to the gateway's time by W1 0.9.1/0.9.2 (HES-35)
+            iec.model.clock_offset = -dt.timedelta(minutes=7)
+            order("time-set", "20000001")
+            assert iec.model.clock_offset == dt.timedelta(0)
+
             # DLMS short read: registers in 0.1 Wh (scaler -1, unit Wh) as the simulator holds them
             result = order("read", "00012345", {"directive": "short-read"})
             assert result["protocol"] == "dlms"
