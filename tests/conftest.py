@@ -88,3 +88,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'osos.db'}"
     else:
         yield request.getfixturevalue("pg_url")
+
+
+def _wait_until(predicate, timeout: float = 20.0, what: str = "condition", interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes (AssertionError)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def wait_until():
+    """The polling helper for tests that wait on a real broker or database."""
+    return _wait_until

@@ -44,6 +44,20 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _start_headend(settings: Any, protocol: str = "v5") -> tuple[Any, Any, threading.Event]:
+    """Migrate the store, start one head-end worker, and return (engine, head-end, stop event set by signals)."""
+    from osos.headend.service import HeadEnd
+    from osos.store.db import make_engine, migrate
+
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    headend = HeadEnd(settings, engine, protocol=protocol)
+    headend.start()
+    return engine, headend, stop
+
+
 def ensure_first_admin(engine: Any) -> tuple[str, str] | None:
     """The demo's first login: a generated password shown once, never a default one (HES-56)."""
     from sqlalchemy import func, select
@@ -82,17 +96,10 @@ def register(app: typer.Typer) -> None:
         """Run one head-end worker (ingest + dispatcher) against the configured broker and database.
         Start several with OSOS_SHARE_GROUP set to share the uplink (MQTT 5 shared subscriptions)."""
         from osos.config import Settings
-        from osos.headend.service import HeadEnd
-        from osos.store.db import make_engine, migrate
 
         _setup_logging(verbose)
         settings = Settings.from_env(data_dir=data_dir)
-        engine = make_engine(settings.db_url)
-        migrate(engine)
-        stop = threading.Event()
-        _stop_on_signals(stop)
-        headend = HeadEnd(settings, engine)
-        headend.start()
+        _engine, headend, stop = _start_headend(settings)
         typer.echo(f"head-end {settings.headend_id} on mqtt://{settings.mqtt_host}:{settings.mqtt_port}")
         stop.wait()
         headend.stop()
@@ -106,18 +113,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the head-end and the web UI/API against the configured broker and database."""
         from osos.config import Settings
-        from osos.headend.service import HeadEnd
-        from osos.store.db import make_engine, migrate
         from osos.web.app import create_app
 
         _setup_logging(verbose)
         settings = Settings.from_env(data_dir=data_dir, web_port=port, web_host=host)
-        engine = make_engine(settings.db_url)
-        migrate(engine)
-        stop = threading.Event()
-        _stop_on_signals(stop)
-        headend = HeadEnd(settings, engine)
-        headend.start()
+        engine, headend, stop = _start_headend(settings)
         typer.echo(f"OSOS web on http://{settings.web_host}:{settings.web_port}")
         try:
             _run_web(create_app(settings, engine), settings.web_host, settings.web_port, stop)
@@ -137,8 +137,6 @@ def register(app: typer.Typer) -> None:
         from osos.config import Settings
         from osos.field.fleet import Fleet
         from osos.headend.broker import start_local_broker
-        from osos.headend.service import HeadEnd
-        from osos.store.db import make_engine, migrate
         from osos.web.app import create_app
 
         _setup_logging(verbose)
@@ -150,13 +148,8 @@ def register(app: typer.Typer) -> None:
             data_dir=data_dir, mqtt_host=local.host, mqtt_port=local.port, web_port=port, web_host="127.0.0.1"
         )
         settings = dataclasses.replace(settings, database_url=None, share_group="")  # the demo is self-contained
-        engine = make_engine(settings.db_url)
-        migrate(engine)
+        engine, headend, stop = _start_headend(settings, protocol=local.protocol)
         first = ensure_first_admin(engine)
-        stop = threading.Event()
-        _stop_on_signals(stop)
-        headend = HeadEnd(settings, engine, protocol=local.protocol)
-        headend.start()
         fleet = Fleet(
             local.host,
             local.port,

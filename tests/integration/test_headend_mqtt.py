@@ -37,16 +37,6 @@ def data_block(lines: list[str]) -> str:
     return "\x02" + body + chr(reduce(lambda a, b: a ^ b, body.encode("latin-1"), 0))
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class FakeDevice:
     """A bare MQTT device written in the test (not the project's gateway), to drive the head-end exactly."""
 
@@ -88,7 +78,7 @@ def count(engine, table) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def test_uplink_orders_and_emergency_over_the_real_broker(pg_url, mqtt_broker, topic_prefix) -> None:
+def test_uplink_orders_and_emergency_over_the_real_broker(pg_url, mqtt_broker, topic_prefix, wait_until) -> None:
     host, port = mqtt_broker
     settings = Settings(
         mqtt_host=host,
@@ -109,7 +99,7 @@ def test_uplink_orders_and_emergency_over_the_real_broker(pg_url, mqtt_broker, t
         ack = dev.expect("ack")
         assert ack["referenceId"] == ref and "response" not in ack
         dev.send("heartbeat", {"signal": 20, "deviceDate": "2026-11-21 10:00:00"})
-        wait_for(lambda: count(engine, heartbeats) == 1, what="heartbeat row")
+        wait_until(lambda: count(engine, heartbeats) == 1, what="heartbeat row")
 
         with engine.begin() as conn:
             meter_id = conn.execute(select(meters.c.id)).scalar_one()
@@ -129,7 +119,7 @@ def test_uplink_orders_and_emergency_over_the_real_broker(pg_url, mqtt_broker, t
                 o = orders.get_order(conn, oid)
             return o if o["status"] in ("succeeded", "failed") else None
 
-        order = wait_for(done, what="order outcome")
+        order = wait_until(done, what="order outcome")
         assert order["status"] == "succeeded"
         assert order["result"]["registers"]["1.8.0"]["value"] == "000042.000"
 
@@ -146,7 +136,7 @@ def test_uplink_orders_and_emergency_over_the_real_broker(pg_url, mqtt_broker, t
             ],
             emergency=True,
         )
-        wait_for(lambda: count(engine, alarms) == 1, what="alarm row")
+        wait_until(lambda: count(engine, alarms) == 1, what="alarm row")
         with engine.connect() as conn:
             assert conn.execute(select(alarms.c.emergency)).scalar_one() is True
     finally:
@@ -161,7 +151,7 @@ def _start_headend(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_prefix, tmp_path) -> None:
+def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_prefix, tmp_path, wait_until) -> None:
     host, port = mqtt_broker
     engine = make_engine(pg_url)
     migrate(engine)
@@ -209,7 +199,7 @@ def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_pr
         publisher = threading.Thread(target=publish_all)
         publisher.start()
         # kill once a third has gone out and some of it is stored: the rest is still in flight or unsent
-        wait_for(lambda: len(sent) >= total // 3 and count(engine, raw_messages) > hb_count + 20, what="first part")
+        wait_until(lambda: len(sent) >= total // 3 and count(engine, raw_messages) > hb_count + 20, what="first part")
         assert publisher.is_alive(), "the kill must land while the gateway is still publishing"
         proc.send_signal(signal.SIGKILL)  # no goodbye: whatever was in flight is unacknowledged
         proc.wait(10)
@@ -217,7 +207,7 @@ def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_pr
         proc = _start_headend(env)
         publisher.join(60)
         assert len(sent) == total
-        wait_for(lambda: count(engine, raw_messages) >= total + hb_count, timeout=60, what="all packets stored")
+        wait_until(lambda: count(engine, raw_messages) >= total + hb_count, timeout=60, what="all packets stored")
         time.sleep(1.0)  # let any redelivered duplicates arrive; they must not add rows
         with engine.connect() as conn:
             refs = [

@@ -17,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -66,17 +65,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_reference_simulator_registers_beats_and_answers_a_read(pg_url, mqtt_broker, topic_prefix, tmp_path) -> None:
+def test_reference_simulator_registers_beats_and_answers_a_read(
+    pg_url, mqtt_broker, topic_prefix, tmp_path, wait_until
+) -> None:
     src, venv = _simulator_checkout(tmp_path)
     host, port = mqtt_broker
     settings = Settings(
@@ -114,8 +105,8 @@ def test_reference_simulator_registers_beats_and_answers_a_read(pg_url, mqtt_bro
             with engine.connect() as conn:
                 return conn.execute(select(modems).where(modems.c.serial == serial)).mappings().first()
 
-        m = _wait(modem, 60, "the simulator's identification")
-        _wait(lambda: (modem() or {}).get("brand"), 30, "identification details")
+        m = wait_until(modem, 60, "the simulator's identification", 0.2)
+        wait_until(lambda: (modem() or {}).get("brand"), 30, "identification details", 0.2)
         m = modem()
         assert (m["flag"], m["brand"], m["model"], m["topic_style"]) == ("XYZ", "SimulatorBrand", "SimV1.0", "legacy")
 
@@ -127,7 +118,7 @@ def test_reference_simulator_registers_beats_and_answers_a_read(pg_url, mqtt_bro
                     ).scalar_one()
                 )
 
-        _wait(lambda: beats() >= 2, 30, "two heartbeats")
+        wait_until(lambda: beats() >= 2, 30, "two heartbeats", 0.2)
 
         with engine.begin() as conn:
             oid = orders.create_order(conn, "read", modem_id=m["id"], created_by="interop-test")
@@ -138,7 +129,7 @@ def test_reference_simulator_registers_beats_and_answers_a_read(pg_url, mqtt_bro
                 o = orders.get_order(conn, oid)
             return o if o["status"] in ("succeeded", "failed") else None
 
-        order = _wait(outcome, 40, "the read answer")
+        order = wait_until(outcome, 40, "the read answer", 0.2)
         assert order["status"] == "succeeded", order
         # the simulator's fixed readout: "/LGZ5\2ZMG405000b.P07" and bare lines without units
         assert order["result"]["meter"] == {"flag": "LGZ", "serial": "23660088"}
