@@ -105,6 +105,11 @@ class MeterConfig:
     time_format: str = "%H:%M:%S"
     protocol: str = "iec62056-21"  # iec62056-21 | dlms | modbus | mbus (AMR-7, HES-38, HES-40)
     profile: str = ""  # meter library key (osos/data/meters/<profile>.toml): its generated directives apply
+    # DLMS security from the gateway's own inventory (never from the library's data files, HES-56):
+    auth: str = ""  # overrides the profile's: "none" | "lls" | "hls-gmac"
+    client_sap: str = ""  # e.g. "1" for the management client that HLS-GMAC uses
+    ek: str = ""  # hex, 16 bytes (suite 0)
+    ak: str = ""  # hex, 16 bytes
 
     @property
     def spec(self) -> LinkSpec:
@@ -115,7 +120,10 @@ class MeterConfig:
         return {"flag": self.flag, "serialNumber": self.serial}
 
     def params(self) -> dict[str, str]:
-        return {"address": self.spec.address, "password": self.password, "max_baud": str(self.max_baud)}
+        out = {"address": self.spec.address, "password": self.password, "max_baud": str(self.max_baud)}
+        extra = {"auth": self.auth, "client_sap": self.client_sap, "ek": self.ek, "ak": self.ak}
+        out.update({k: v for k, v in extra.items() if v})
+        return out
 
 
 @dataclass

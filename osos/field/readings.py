@@ -13,7 +13,7 @@ from typing import Any
 from osos.field.directives import RunResult
 from osos.protocols import iec62056_21 as iec
 
-SECRET_PARAMS = frozenset({"password"})
+SECRET_PARAMS = frozenset({"password", "ek", "ak"})  # never echoed uplink
 BINARY_KINDS = {"dlms": "dlms", "modbus": "modbus", "mbus": "mbus"}  # output kind -> data.protocol
 
 

@@ -37,8 +37,9 @@ def test_dlms_short_read_reads_every_register_exactly() -> None:
     lib = directives_for("osos-sim-dlms")
     with WrapperServer(meter) as srv:
         result = _run(lib["short-read"], srv.port, {"password": PASSWORD.decode()})
-    body = read_response(meter={"flag": "OSS", "serialNumber": "1"}, directive=lib["short-read"], result=result,
-                         read_date=NOW)
+    body = read_response(
+        meter={"flag": "OSS", "serialNumber": "1"}, directive=lib["short-read"], result=result, read_date=NOW
+    )
     assert body["data"]["protocol"] == "dlms"
     regs = meter.registers()  # units of 0.1 Wh (simulated_meter.toml: scaler -1, unit 30 = Wh)
     decoded = {v.name: v for v in decode_answer("dlms", body["data"]["rawHex"], body["data"]["records"]).values}
@@ -78,8 +79,11 @@ def test_dlms_load_profile_by_range_gives_hourly_rows_scaled_exactly() -> None:
     lib = directives_for("osos-sim-dlms")
     start, end = dt.datetime(2026, 3, 10, 6, 0, tzinfo=dt.UTC), dt.datetime(2026, 3, 10, 9, 0, tzinfo=dt.UTC)
     with WrapperServer(meter) as srv:
-        result = _run(lib["load-profile"], srv.port, {"password": PASSWORD.decode(), "start": start.isoformat(),
-                                                       "end": end.isoformat()})
+        result = _run(
+            lib["load-profile"],
+            srv.port,
+            {"password": PASSWORD.decode(), "start": start.isoformat(), "end": end.isoformat()},
+        )
     rows = decode_answer("dlms", result.buffers["data"].hex(), result.records).profile
     hours = [start + dt.timedelta(hours=h) for h in range(4)]
     assert [dt.datetime.fromisoformat(r["time"]) for r in rows] == hours
@@ -153,13 +157,13 @@ class MBusSlave:
 def long_frame(records: bytes) -> bytes:
     # C=08 RSP_UD, A=05, CI=72; header id 12345678 (BCD), manufacturer 2C2D (KAM), version 1, medium 07 water,
     # access 55, status 00, signature 0000
-    user = bytes.fromhex("080572" "78563412" "2D2C" "01" "07" "55" "00" "0000") + records
+    user = bytes.fromhex("080572785634122D2C010755000000") + records
     return bytes([0x68, len(user), len(user), 0x68]) + user + bytes([sum(user) & 0xFF, 0x16])
 
 
 def test_mbus_req_ud2_follows_more_records_with_a_toggled_fcb() -> None:
-    first = long_frame(bytes.fromhex("0C13" "78563412" "1F"))  # volume 12345.678 m3, more records follow
-    second = long_frame(bytes.fromhex("4C13" "44332211"))  # DIF 4C: storage 1, 11223344 m3 x 10^-3
+    first = long_frame(bytes.fromhex("0C13785634121F"))  # volume 12345.678 m3, more records follow
+    second = long_frame(bytes.fromhex("4C1344332211"))  # DIF 4C: storage 1, 11223344 m3 x 10^-3
     slave = MBusSlave([first, second])
     try:
         result = _run(directives_for("generic-mbus")["readout"], slave.port, {"primary": "5"})
@@ -167,6 +171,36 @@ def test_mbus_req_ud2_follows_more_records_with_a_toggled_fcb() -> None:
         slave.close()
     assert slave.requests == [0x40, 0x5B, 0x7B]  # SND_NKE, REQ_UD2 (5B), next telegram with FCB toggled (7B)
     assert result.buffers["data"] == first + second
-    values = {v.name: (v.value, v.unit) for v in decode_answer("mbus", result.buffers["data"].hex(),
-                                                              result.records).values}
+    values = {
+        v.name: (v.value, v.unit) for v in decode_answer("mbus", result.buffers["data"].hex(), result.records).values
+    }
     assert values == {"Volume": ("12345.678", "m^3"), "Volume.s1": ("11223.344", "m^3")}
+
+
+def test_dlms_short_read_under_hls_gmac_recovers_a_stale_invocation_counter() -> None:
+    """The gateway's DLMS ops associate with HLS-GMAC (suite 0) from keys it holds; when its invocation counter is
+    behind the meter's, it reads the meter's counter through the public client and retries."""
+    ek, ak = bytes(range(16)), bytes(range(16, 32))
+    meter = SimulatedDlmsMeter(lambda: NOW, MeterSecrets(password=PASSWORD, ek=ek, ak=ak))
+    lib = directives_for("osos-sim-dlms")
+    params = {"auth": "hls-gmac", "client_sap": "1", "ek": ek.hex(), "ak": ak.hex(), "invocation_counter": "1"}
+    with WrapperServer(meter) as srv:
+        first = _run(lib["short-read"], srv.port, params)
+        after_first = max(meter.client_ic.values())
+        second = _run(lib["short-read"], srv.port, params)  # starts at 1 again: behind the meter by now
+    assert after_first >= 1 and max(meter.client_ic.values()) > after_first  # the second run jumped ahead
+    regs = meter.registers()
+    for result in (first, second):
+        body = read_response(
+            meter={"flag": "OSS", "serialNumber": "1"}, directive=lib["short-read"], result=result, read_date=NOW
+        )
+        decoded = {v.name: v for v in decode_answer("dlms", body["data"]["rawHex"], body["data"]["records"]).values}
+        assert Decimal(decoded["1.0.1.8.0.255"].value) == Decimal(regs[0]) / 10
+        assert "ek" not in body["params"] and "ak" not in body["params"]  # keys never go uplink
+
+
+def test_dlms_hls_without_keys_is_refused_before_touching_the_meter() -> None:
+    meter = SimulatedDlmsMeter(lambda: NOW, MeterSecrets(password=PASSWORD))
+    lib = directives_for("osos-sim-dlms")
+    with WrapperServer(meter) as srv, pytest.raises(DirectiveError, match="16-byte ek and ak"):
+        _run(lib["short-read"], srv.port, {"auth": "hls-gmac", "client_sap": "1"})
