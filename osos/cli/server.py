@@ -19,7 +19,7 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    for noisy in ("uvicorn.access", "amqtt", "transitions", "pymodbus"):
+    for noisy in ("uvicorn.access", "amqtt", "transitions", "pymodbus", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
