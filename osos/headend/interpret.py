@@ -7,6 +7,7 @@ over stored raw messages later (HES-5: raw is kept, parsing is repeatable).
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,8 @@ from osos.protocols import iec62056_21 as iec
 from osos.protocols import mass
 from osos.protocols.errors import DecodeError
 from osos.protocols.meter_answers import decode_answer
+
+log = logging.getLogger(__name__)
 
 # Registers that carry the meter's serial number in IEC 62056-21 readouts, most specific first.
 SERIAL_REGISTERS = ("0.0.0", "C.1.0", "96.1.0", "0.0.1")
@@ -129,7 +132,7 @@ def parse_readout(raw_data: str) -> tuple[list[Register], bool | None]:
     whether BCCs were checked (None: there were none)."""
     if not raw_data.startswith(iec.STX.decode("latin-1")):
         return _registers_from_lines(iec.parse_data_lines(raw_data)), None
-    frames = split_frames(raw_data.encode("latin-1"))
+    frames = split_frames(_latin1(raw_data))
     if len(frames) == 1 and frames[0][-5:-2] == b"!\r\n":  # a readout block ends with the "!" line
         return _registers_from_lines(list(iec.parse_data_block(frames[0]).lines)), True
     lines: list[iec.DataLine] = []
@@ -176,7 +179,7 @@ def _meter_from_read(message: mass.Message, received_at: datetime) -> MeterReadi
     ident = None
     if ident_line:  # MASS sends the identification line without its CR LF; the codec wants the line as sent
         line = ident_line if ident_line.endswith("\r\n") else ident_line + "\r\n"
-        ident = iec.parse_identification(line.encode("latin-1"))
+        ident = iec.parse_identification(_latin1(line))
     meter_ref = body.get("meter") or {}
     flag = meter_ref.get("flag") or (ident.flag if ident else None)
     serial = meter_ref.get("serialNumber")
@@ -205,7 +208,7 @@ def iec_profile_rows(raw_data: str) -> list[dict[str, Any]]:
     if "P.0" not in raw_data:
         return []
     rows: list[dict[str, Any]] = []
-    frames = split_frames(raw_data.encode("latin-1")) if raw_data.startswith("\x02") else [raw_data.encode("latin-1")]
+    frames = split_frames(_latin1(raw_data)) if raw_data.startswith("\x02") else [_latin1(raw_data)]
     for frame in frames:
         if b"P.0" not in frame:
             continue
@@ -218,8 +221,26 @@ def iec_profile_rows(raw_data: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _latin1(text: str) -> bytes:
+    """IEC 62056-21 frames travel as 8-bit text; a character outside latin-1 cannot have come off the wire."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise DecodeError(f"character {text[exc.start]!r} cannot be part of a meter frame", exc.start) from None
+
+
 def interpret(payload: bytes, topic: str, topics: mass.Topics, received_at: datetime) -> Interpretation:
-    """Validate format, identity and integrity of one uplink message (HES-6) and say what it carries."""
+    """Validate format, identity and integrity of one uplink message (HES-6) and say what it carries.
+    Never raises: input that trips an unforeseen path is still an invalid message (logged, acknowledged), so a
+    poison message can never hold a worker on an unacknowledged delivery."""
+    try:
+        return _interpret(payload, topic, topics, received_at)
+    except Exception as exc:  # a parser bug must not become a stuck queue; the raw bytes are kept for re-parsing
+        log.exception("interpreting a message from %s failed unexpectedly", topic)
+        return _invalid(payload, f"internal: {exc.__class__.__name__}: {exc}")
+
+
+def _interpret(payload: bytes, topic: str, topics: mass.Topics, received_at: datetime) -> Interpretation:
     try:
         message = mass.decode(payload)
     except mass.MassError as exc:
