@@ -9,6 +9,7 @@ Bad input becomes a raw row with status invalid/rejected plus a log record; it n
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -92,8 +93,24 @@ class Ingestor:
                 return [Outcome(batch[0].token, "error", error=str(exc))]
             log.warning("batch of %d failed (%s); storing one by one", len(batch), exc.__class__.__name__)
             return [out for item in batch for out in self.process([item])]
+        except Exception as exc:  # a handler bug: keep the bytes as an invalid row rather than block the queue
+            if len(batch) > 1:
+                return [out for item in batch for out in self.process([item])]
+            log.exception("storing a message from %s failed unexpectedly", batch[0].topic)
+            return [self._store_unprocessable(batch[0], exc)]
 
     # -- internals --------------------------------------------------------------------------------------------
+    def _store_unprocessable(self, item: Incoming, exc: Exception) -> Outcome:
+        """Keep a message the handlers could not process as raw + log record (HES-5: raw is never lost)."""
+        reason = f"internal: {exc.__class__.__name__}: {exc}"
+        failed = Interpretation("invalid", "invalid|" + hashlib.sha256(item.payload).hexdigest(), error=reason)
+        try:
+            with self.engine.begin() as conn:
+                return self._store(conn, item, failed)
+        except SQLAlchemyError as db_exc:
+            self._log_db_error(db_exc)
+            return Outcome(item.token, "error", error=str(db_exc))
+
     def _log_db_error(self, exc: Exception) -> None:
         try:
             with self.engine.begin() as conn:
@@ -189,6 +206,7 @@ class Ingestor:
         body = msg.body if isinstance(msg.body, dict) else {}
         interfaces = body.get("communicationInterfaces") or [{}]
         first_if = interfaces[0] if isinstance(interfaces, list) and interfaces else {}
+        first_if = first_if if isinstance(first_if, dict) else {}
         conn.execute(
             update(modems)
             .where(modems.c.id == modem_id)

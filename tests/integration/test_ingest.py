@@ -245,3 +245,25 @@ def test_programming_mode_answers_in_series_are_each_bcc_checked(engine) -> None
     with engine.connect() as conn:
         latest = {r.obis: r.value for r in conn.execute(select(register_latest))}
     assert latest == {"1.8.0": "0002771.698", "1.8.1": "0002738.205"}
+
+
+class _IngestorWithABug(Ingestor):
+    """Fault injection: a handler that fails the way a programming error would."""
+
+    def _on_heartbeat(self, *args, **kwargs) -> None:
+        raise RuntimeError("handler bug")
+
+
+def test_a_handler_bug_keeps_the_raw_message_and_spares_the_batch(engine) -> None:
+    ing = _IngestorWithABug(engine, TOPICS)
+    ident = up(GW, "identification", {"brand": "T"}, "i-1")
+    beat = up(GW, "heartbeat", {"signal": 3}, "hb-1")
+    outs = ing.process([ident, beat])
+    assert [o.status for o in outs] == ["stored", "invalid"]
+    assert outs[1].settled  # acknowledged to the broker: it will not come back to block the queue
+    assert (outs[1].error or "").startswith("internal: RuntimeError")
+    with engine.connect() as conn:
+        payloads = {bytes(p) for p in conn.execute(select(raw_messages.c.payload)).scalars()}
+    assert payloads == {ident.payload, beat.payload}  # nothing lost (HES-5)
+    assert count(engine, heartbeats) == 0
+    assert count(engine, log_records, log_records.c.message.like("%internal: RuntimeError%")) == 1
