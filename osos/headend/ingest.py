@@ -341,10 +341,10 @@ class Ingestor:
                     for r in reading.registers
                 ],
             )
-        for r in reading.registers:
-            upsert(
-                conn,
-                register_latest,
+        upsert(
+            conn,
+            register_latest,
+            [
                 {
                     "meter_id": meter_id,
                     "obis": r.obis[:32],
@@ -353,11 +353,13 @@ class Ingestor:
                     "extra": r.extra,
                     "read_at": read_at,
                     "raw_id": raw_id,
-                },
-                ["meter_id", "obis"],
-                ["value", "unit", "extra", "read_at", "raw_id"],
-                only_if_newer="read_at",
-            )
+                }
+                for r in reading.registers
+            ],
+            ["meter_id", "obis"],
+            ["value", "unit", "extra", "read_at", "raw_id"],
+            only_if_newer="read_at",
+        )
         return meter_id
 
     def _upsert_meter(

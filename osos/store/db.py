@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -81,38 +82,43 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'osos.db').resolve()}"
 
 
-def insert_or_ignore(conn: Connection, table: Any, values: dict[str, Any], conflict: list[str]) -> Any | None:
-    """INSERT that silently skips a row whose unique key exists; returns the new primary key or None.
-    Both SQLite (>= 3.35) and PostgreSQL support ON CONFLICT DO NOTHING ... RETURNING."""
-    if conn.dialect.name == "postgresql":
+def _dialect_insert(dialect: str) -> Any:
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+@lru_cache(maxsize=64)
+def _insert_ignore_stmt(dialect: str, table: Any, conflict: tuple[str, ...]) -> Any:
     pk = list(table.primary_key.columns)[0]
-    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict).returning(pk)
-    row = conn.execute(stmt).first()
+    return _dialect_insert(dialect)(table).on_conflict_do_nothing(index_elements=list(conflict)).returning(pk)
+
+
+@lru_cache(maxsize=64)
+def _upsert_stmt(dialect: str, table: Any, conflict: tuple[str, ...], update_cols: tuple[str, ...],
+                 only_if_newer: str | None) -> Any:
+    stmt = _dialect_insert(dialect)(table)
+    where = table.c[only_if_newer] <= stmt.excluded[only_if_newer] if only_if_newer is not None else None
+    return stmt.on_conflict_do_update(
+        index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update_cols}, where=where
+    )
+
+
+def insert_or_ignore(conn: Connection, table: Any, values: dict[str, Any], conflict: list[str]) -> Any | None:
+    """INSERT that silently skips a row whose unique key exists; returns the new primary key or None.
+    Both SQLite (>= 3.35) and PostgreSQL support ON CONFLICT DO NOTHING ... RETURNING. The statement is built
+    once per table (values are bound parameters), so the hot ingest path does not recompile it."""
+    row = conn.execute(_insert_ignore_stmt(conn.dialect.name, table, tuple(conflict)), values).first()
     return row[0] if row else None
 
 
-def upsert(
-    conn: Connection,
-    table: Any,
-    values: dict[str, Any],
-    conflict: list[str],
-    update_cols: list[str],
-    only_if_newer: str | None = None,
-) -> None:
-    """INSERT ... ON CONFLICT DO UPDATE of ``update_cols``; with ``only_if_newer`` the stored row is replaced only
-    when the new row's value of that column is later (so an old packet arriving late never hides a newer one)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).values(**values)
-    where = None
-    if only_if_newer is not None:
-        where = table.c[only_if_newer] <= stmt.excluded[only_if_newer]
-    stmt = stmt.on_conflict_do_update(
-        index_elements=conflict, set_={c: stmt.excluded[c] for c in update_cols}, where=where
-    )
-    conn.execute(stmt)
+def upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], conflict: list[str], update_cols: list[str],
+           only_if_newer: str | None = None) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE of ``update_cols`` for many rows in one executemany; with
+    ``only_if_newer`` the stored row is replaced only when the new row's value of that column is later (so an old
+    packet arriving late never hides a newer one)."""
+    if rows:
+        stmt = _upsert_stmt(conn.dialect.name, table, tuple(conflict), tuple(update_cols), only_if_newer)
+        conn.execute(stmt, rows)
