@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, bindparam, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
@@ -82,35 +82,37 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'osos.db').resolve()}"
 
 
-def _dialect_insert(dialect: str) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
-
-
-@lru_cache(maxsize=64)
-def _insert_ignore_stmt(dialect: str, table: Any, conflict: tuple[str, ...]) -> Any:
-    pk = list(table.primary_key.columns)[0]
-    return _dialect_insert(dialect)(table).on_conflict_do_nothing(index_elements=list(conflict)).returning(pk)
-
-
-@lru_cache(maxsize=64)
-def _upsert_stmt(dialect: str, table: Any, conflict: tuple[str, ...], update_cols: tuple[str, ...],
-                 only_if_newer: str | None) -> Any:
-    stmt = _dialect_insert(dialect)(table)
-    where = table.c[only_if_newer] <= stmt.excluded[only_if_newer] if only_if_newer is not None else None
-    return stmt.on_conflict_do_update(
-        index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update_cols}, where=where
+@lru_cache(maxsize=128)
+def _insert_ignore_stmt(table: Any, columns: tuple[str, ...], conflict: tuple[str, ...]) -> Any:
+    """``INSERT ... ON CONFLICT (...) DO NOTHING RETURNING pk`` as a typed text statement: SQLAlchemy 2.0 does not
+    cache the compiled form of dialect ``on_conflict`` constructs, and this runs several times per packet. The
+    syntax is the same on SQLite (>= 3.35) and PostgreSQL; bind types come from the table, so JSON and
+    datetimes are converted as usual."""
+    pk = list(table.primary_key.columns)[0].name
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) "
+        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {pk}"
     )
+    return text(sql).bindparams(*(bindparam(c, type_=table.c[c].type) for c in columns))
+
+
+@lru_cache(maxsize=128)
+def _upsert_stmt(table: Any, columns: tuple[str, ...], conflict: tuple[str, ...], update_cols: tuple[str, ...],
+                 only_if_newer: str | None) -> Any:
+    sets = ", ".join(f"{c} = excluded.{c}" for c in update_cols)
+    where = f" WHERE {table.name}.{only_if_newer} <= excluded.{only_if_newer}" if only_if_newer else ""
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) "
+        f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}{where}"
+    )
+    return text(sql).bindparams(*(bindparam(c, type_=table.c[c].type) for c in columns))
 
 
 def insert_or_ignore(conn: Connection, table: Any, values: dict[str, Any], conflict: list[str]) -> Any | None:
     """INSERT that silently skips a row whose unique key exists; returns the new primary key or None.
     Both SQLite (>= 3.35) and PostgreSQL support ON CONFLICT DO NOTHING ... RETURNING. The statement is built
     once per table (values are bound parameters), so the hot ingest path does not recompile it."""
-    row = conn.execute(_insert_ignore_stmt(conn.dialect.name, table, tuple(conflict)), values).first()
+    row = conn.execute(_insert_ignore_stmt(table, tuple(values), tuple(conflict)), values).first()
     return row[0] if row else None
 
 
@@ -120,5 +122,5 @@ def upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], conflict: l
     ``only_if_newer`` the stored row is replaced only when the new row's value of that column is later (so an old
     packet arriving late never hides a newer one)."""
     if rows:
-        stmt = _upsert_stmt(conn.dialect.name, table, tuple(conflict), tuple(update_cols), only_if_newer)
+        stmt = _upsert_stmt(table, tuple(rows[0]), tuple(conflict), tuple(update_cols), only_if_newer)
         conn.execute(stmt, rows)
