@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -64,7 +65,31 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-class WrapperTransport:
+class WrapperFraming:
+    """IEC 62056-47 wrapper framing over any byte stream: subclasses give ``_write`` and ``_exact``."""
+
+    client_sap: int
+    server_sap: int
+
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _exact(self, n: int) -> bytes:
+        raise NotImplementedError
+
+    def send(self, apdu: bytes) -> None:
+        self._write(D.wrap(apdu, self.client_sap, self.server_sap))
+
+    def receive(self) -> bytes:
+        """The next APDU addressed to us (frames for other client SAPs on a shared stream are skipped)."""
+        while True:
+            src, dst, length = D.parse_wrapper_header(self._exact(D.WRAPPER_HEADER))
+            body = self._exact(length)
+            if dst == self.client_sap and src == self.server_sap:
+                return body
+
+
+class WrapperTransport(WrapperFraming):
     """IEC 62056-47 over TCP."""
 
     def __init__(self, host: str, port: int, client_sap: int, server_sap: int = 1, timeout: float = 10.0) -> None:
@@ -72,22 +97,38 @@ class WrapperTransport:
         self.server_sap = server_sap
         self.sock = socket.create_connection((host, port), timeout=timeout)
 
-    def send(self, apdu: bytes) -> None:
-        self.sock.sendall(D.wrap(apdu, self.client_sap, self.server_sap))
+    def _write(self, data: bytes) -> None:
+        self.sock.sendall(data)
 
     def _exact(self, n: int) -> bytes:
         return _recv_exact(self.sock, n)
 
-    def receive(self) -> bytes:
-        while True:
-            src, dst, length = D.parse_wrapper_header(self._exact(D.WRAPPER_HEADER))
-            body = self._exact(length)
-            if dst == self.client_sap and src == self.server_sap:
-                return body
-
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+class LinkWrapperTransport(WrapperFraming):
+    """IEC 62056-47 wrapper frames over a gateway Link (a TCP meter port or a modem's transparent socket): anything
+    with ``write(bytes)`` and ``read(max_bytes, timeout_s)``. The link belongs to its owner; close leaves it open."""
+
+    def __init__(self, link: Any, client_sap: int, server_sap: int = 1, timeout_s: float = 5.0) -> None:
+        self.link, self.client_sap, self.server_sap, self.timeout_s = link, client_sap, server_sap, timeout_s
+
+    def _write(self, data: bytes) -> None:
+        self.link.write(data)
+
+    def _exact(self, n: int) -> bytes:
+        buf, deadline = b"", time.monotonic() + self.timeout_s
+        while len(buf) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DlmsClientError(f"no answer within {self.timeout_s} s ({len(buf)} of {n} bytes)")
+            buf += self.link.read(n - len(buf), remaining)
+        return buf
+
+    def close(self) -> None:
+        """Nothing to close: the link is the gateway's."""
 
 
 class HdlcTransport:

@@ -52,44 +52,9 @@ def _keep(result: RunResult, record: dict[str, Any], raw: bytes) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- DLMS
-class LinkWrapperTransport:
-    """IEC 62056-47 wrapper frames over a Link (a TCP meter port or a modem's transparent socket)."""
-
-    def __init__(self, link: Link, client_sap: int, server_sap: int = 1, timeout_s: float = 5.0) -> None:
-        self.link, self.client_sap, self.server_sap, self.timeout_s = link, client_sap, server_sap, timeout_s
-
-    def send(self, apdu: bytes) -> None:
-        from osos.protocols import dlms as D
-
-        self.link.write(D.wrap(apdu, self.client_sap, self.server_sap))
-
-    def _exact(self, n: int) -> bytes:
-        from osos.field.dlms_client import DlmsClientError
-
-        buf, deadline = b"", time.monotonic() + self.timeout_s
-        while len(buf) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DlmsClientError(f"no answer within {self.timeout_s} s ({len(buf)} of {n} bytes)")
-            buf += self.link.read(n - len(buf), remaining)
-        return buf
-
-    def receive(self) -> bytes:
-        from osos.protocols import dlms as D
-
-        while True:
-            src, dst, length = D.parse_wrapper_header(self._exact(D.WRAPPER_HEADER))
-            body = self._exact(length)
-            if dst == self.client_sap and src == self.server_sap:
-                return body
-
-    def close(self) -> None:
-        """The link belongs to the gateway; nothing to close here."""
-
-
 def _dlms_client(link: Link, result: RunResult, index: int) -> Any:
     """The run's association, opened on first use from the run's parameters (profile + inventory)."""
-    from osos.field.dlms_client import DlmsClient, HdlcTransport, Security
+    from osos.field.dlms_client import DlmsClient, HdlcTransport, LinkWrapperTransport, Security
 
     client = result.sessions.get("dlms")
     if client is not None:
