@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         mqtt_protocol: str = typer.Option("v5", "--mqtt", help="v5 or v311."),
         duration: float = typer.Option(0.0, "--duration", help="Stop after this many seconds (0 = Ctrl-C)."),
     ) -> None:
-        """Run one gateway agent: MASS over MQTT to the head-end, IEC 62056-21 to its meters."""
+        """Run one gateway agent: MASS over MQTT to the head-end; IEC 62056-21, DLMS, Modbus or M-Bus to its meters."""
         import logging
         from datetime import UTC, datetime
 
