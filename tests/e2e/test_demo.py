@@ -43,8 +43,10 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def demo(tmp_path: Path):
+@pytest.fixture(params=["auto", "embedded"])
+def demo(request: pytest.FixtureRequest, tmp_path: Path):
+    """The demo with the broker it starts by itself: a private Mosquitto ("auto" here, where the binary exists)
+    and the embedded MQTT 3.1.1 broker a machine without Mosquitto gets."""
     port = _free_port()
     data_dir = tmp_path / "demo"
     log_path = tmp_path / "demo.log"
@@ -62,6 +64,8 @@ def demo(tmp_path: Path):
             str(data_dir),
             "--gateways",
             "10",
+            "--broker",
+            request.param,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
