@@ -107,3 +107,36 @@ def _wait_until(predicate, timeout: float = 20.0, what: str = "condition", inter
 def wait_until():
     """The polling helper for tests that wait on a real broker or database."""
     return _wait_until
+
+
+@pytest.fixture
+def start_headend(pg_url, mqtt_broker, topic_prefix):
+    """Start a head-end worker on the real Mosquitto and a fresh PostgreSQL database (own topic root and client
+    id); returns (headend, engine). Stopped and disposed after the test."""
+    from osos.config import Settings
+    from osos.headend.service import HeadEnd
+    from osos.store.db import make_engine, migrate
+
+    started: list = []
+
+    def start(order_timeout_s: float = 20.0):
+        host, port = mqtt_broker
+        settings = Settings(
+            mqtt_host=host,
+            mqtt_port=port,
+            topic_root=topic_prefix,
+            database_url=pg_url,
+            headend_id=f"he-{uuid.uuid4().hex[:8]}",
+            order_timeout_s=order_timeout_s,
+        )
+        engine = make_engine(pg_url)
+        migrate(engine)
+        headend = HeadEnd(settings, engine)
+        headend.start()
+        started.append((headend, engine))
+        return headend, engine
+
+    yield start
+    for headend, engine in started:
+        headend.stop()
+        engine.dispose()

@@ -22,9 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
-from osos.config import Settings
 from osos.headend import orders
-from osos.headend.service import HeadEnd
 from osos.protocols import mass
 from osos.store.db import make_engine, migrate
 from osos.store.schema import alarms, heartbeats, meters, raw_messages, readings
@@ -78,20 +76,9 @@ def count(engine, table) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def test_uplink_orders_and_emergency_over_the_real_broker(pg_url, mqtt_broker, topic_prefix, wait_until) -> None:
+def test_uplink_orders_and_emergency_over_the_real_broker(mqtt_broker, start_headend, wait_until) -> None:
     host, port = mqtt_broker
-    settings = Settings(
-        mqtt_host=host,
-        mqtt_port=port,
-        topic_root=topic_prefix,
-        database_url=pg_url,
-        headend_id=f"he-{uuid.uuid4().hex[:8]}",
-        order_timeout_s=20,
-    )
-    engine = make_engine(pg_url)
-    migrate(engine)
-    headend = HeadEnd(settings, engine)
-    headend.start()
+    headend, engine = start_headend(order_timeout_s=20)
     dev = FakeDevice(host, port, headend.topics, mass.Device("OSS", "GW42"))
     try:
         assert headend.connected
@@ -141,8 +128,6 @@ def test_uplink_orders_and_emergency_over_the_real_broker(pg_url, mqtt_broker, t
             assert conn.execute(select(alarms.c.emergency)).scalar_one() is True
     finally:
         dev.close()
-        headend.stop()
-        engine.dispose()
 
 
 def _start_headend(env: dict[str, str]) -> subprocess.Popen[bytes]:

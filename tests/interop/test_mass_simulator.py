@@ -23,10 +23,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from osos.config import Settings
 from osos.headend import orders
-from osos.headend.service import HeadEnd
-from osos.store.db import make_engine, migrate
 from osos.store.schema import heartbeats, meters, modems, register_latest
 
 pytestmark = pytest.mark.integration
@@ -66,22 +63,11 @@ def _free_port() -> int:
 
 
 def test_reference_simulator_registers_beats_and_answers_a_read(
-    pg_url, mqtt_broker, topic_prefix, tmp_path, wait_until
+    mqtt_broker, start_headend, tmp_path, wait_until
 ) -> None:
     src, venv = _simulator_checkout(tmp_path)
     host, port = mqtt_broker
-    settings = Settings(
-        mqtt_host=host,
-        mqtt_port=port,
-        topic_root=topic_prefix,
-        database_url=pg_url,
-        headend_id=f"interop-{uuid.uuid4().hex[:8]}",
-        order_timeout_s=30,
-    )
-    engine = make_engine(pg_url)
-    migrate(engine)
-    headend = HeadEnd(settings, engine)
-    headend.start()
+    headend, engine = start_headend(order_timeout_s=30)
     serial = "SIM" + uuid.uuid4().hex[:10].upper()
     env = {
         **os.environ,
@@ -148,7 +134,5 @@ def test_reference_simulator_registers_beats_and_answers_a_read(
             sim.wait(10)
         except subprocess.TimeoutExpired:
             sim.kill()
-        headend.stop()
-        engine.dispose()
         if sys.exc_info()[0] is not None:
             print(log_path.read_text(errors="replace")[-3000:])
