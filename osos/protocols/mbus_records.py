@@ -63,6 +63,22 @@ class Record:
         return "; ".join((self.quantity, *self.notes)) if self.notes else self.quantity
 
 
+def _extensions(data: bytes, i: int, n: int, base: int, first: int, limit: int, what: str) -> tuple[list[int], int]:
+    """The DIFE/VIFE bytes that follow ``first`` while bit 7 says "another follows"; returns them and the index
+    after the last one."""
+    out: list[int] = []
+    extended = bool(first & 0x80)
+    while extended:
+        if i >= n:
+            raise MBusError(f"premature end of record in {what}", base + i)
+        if len(out) >= limit:
+            raise MBusError(f"too many {what}s (more than {limit})", base + i)
+        out.append(data[i])
+        extended = bool(data[i] & 0x80)
+        i += 1
+    return out, i
+
+
 def bcd_value(raw: bytes) -> int | None:
     """Type A BCD, least significant byte first; Fh in the top nibble means negative.
     Returns None if any other digit is not decimal (meters use that for "no value")."""
@@ -254,16 +270,7 @@ def decode_records(data: bytes, base: int = 0) -> tuple[list[Record], bool]:
         if dif & 0x0F == 0x0F:
             raise MBusError(f"reserved special-function DIF 0x{dif:02X}", base + i)
         i += 1
-        difes: list[int] = []
-        extended = bool(dif & 0x80)
-        while extended:
-            if i >= n:
-                raise MBusError("premature end of record in DIFE", base + i)
-            if len(difes) >= MAX_DIFE:
-                raise MBusError(f"too many DIFEs (more than {MAX_DIFE})", base + i)
-            difes.append(data[i])
-            extended = bool(data[i] & 0x80)
-            i += 1
+        difes, i = _extensions(data, i, n, base, dif, MAX_DIFE, "DIFE")
         if i >= n:
             raise MBusError("premature end of record: VIF missing", base + i)
         vif = data[i]
@@ -278,16 +285,7 @@ def decode_records(data: bytes, base: int = 0) -> tuple[list[Record], bool]:
                 raise MBusError(f"plain-text VIF of {length} bytes runs past the end", base + i)
             text_unit = bytes(data[i : i + length])[::-1].decode("latin-1")
             i += length
-        vifes: list[int] = []
-        extended = bool(vif & 0x80)
-        while extended:
-            if i >= n:
-                raise MBusError("premature end of record in VIFE", base + i)
-            if len(vifes) >= MAX_VIFE:
-                raise MBusError(f"too many VIFEs (more than {MAX_VIFE})", base + i)
-            vifes.append(data[i])
-            extended = bool(data[i] & 0x80)
-            i += 1
+        vifes, i = _extensions(data, i, n, base, vif, MAX_VIFE, "VIFE")
         coding = dif & 0x0F
         lvar_kind = None
         if coding == 0xD:
