@@ -443,23 +443,22 @@ def evaluate_alarms(values: Mapping[str, Decimal | str], limits: AlarmThresholds
         return value if isinstance(value, Decimal) else None
 
     alarms: list[str] = []
-    for phase in _PHASES:
-        volts = number(f"voltage_{phase}_n")
-        if volts is not None:
-            if limits.voltage_high is not None and volts > limits.voltage_high:
-                alarms.append(f"voltage_high:{phase.upper()}")
-            if limits.voltage_low is not None and volts < limits.voltage_low:
-                alarms.append(f"voltage_low:{phase.upper()}")
+
+    def per_phase(key: str, name: str, high: Decimal | None, low: Decimal | None) -> None:
+        for phase in _PHASES:
+            value = number(key.format(phase=phase))
+            if value is None:
+                continue
+            if high is not None and value > high:
+                alarms.append(f"{name}_high:{phase.upper()}")
+            if low is not None and value < low:
+                alarms.append(f"{name}_low:{phase.upper()}")
+
+    per_phase("voltage_{phase}_n", "voltage", limits.voltage_high, limits.voltage_low)
     neutral_v = number("voltage_n")
     if neutral_v is not None and limits.neutral_voltage_high is not None and neutral_v > limits.neutral_voltage_high:
         alarms.append("neutral_voltage_high")
-    for phase in _PHASES:
-        amps = number(f"current_{phase}")
-        if amps is not None:
-            if limits.current_high is not None and amps > limits.current_high:
-                alarms.append(f"current_high:{phase.upper()}")
-            if limits.current_low is not None and amps < limits.current_low:
-                alarms.append(f"current_low:{phase.upper()}")
+    per_phase("current_{phase}", "current", limits.current_high, limits.current_low)
     neutral_a = number("current_n")
     if neutral_a is not None and limits.neutral_current_high is not None and neutral_a > limits.neutral_current_high:
         alarms.append("neutral_current_high")
