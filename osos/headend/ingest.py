@@ -9,7 +9,6 @@ Bad input becomes a raw row with status invalid/rejected plus a log record; it n
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from osos.headend import orders
-from osos.headend.interpret import Interpretation, MeterReading, interpret, summary
+from osos.headend.interpret import Interpretation, MeterReading, interpret, invalid, summary
 from osos.protocols import mass
 from osos.store.db import insert_or_ignore, upsert, utcnow
 from osos.store.schema import alarms, heartbeats, log_records, meters, modems, raw_messages, readings, register_latest
@@ -103,7 +102,7 @@ class Ingestor:
     def _store_unprocessable(self, item: Incoming, exc: Exception) -> Outcome:
         """Keep a message the handlers could not process as raw + log record (HES-5: raw is never lost)."""
         reason = f"internal: {exc.__class__.__name__}: {exc}"
-        failed = Interpretation("invalid", "invalid|" + hashlib.sha256(item.payload).hexdigest(), error=reason)
+        failed = invalid(item.payload, reason)
         try:
             with self.engine.begin() as conn:
                 return self._store(conn, item, failed)

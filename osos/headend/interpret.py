@@ -61,9 +61,10 @@ class Interpretation:
         return self.message.device if self.message else None
 
 
-def _invalid(
+def invalid(
     payload: bytes, reason: str, status: str = "invalid", message: mass.Message | None = None
 ) -> Interpretation:
+    """A message that fails validation, keyed by the hash of its bytes so even it is stored only once."""
     digest = hashlib.sha256(payload).hexdigest()
     return Interpretation(status=status, dedup_key=f"{status}|{digest}", error=reason, message=message)
 
@@ -237,31 +238,31 @@ def interpret(payload: bytes, topic: str, topics: mass.Topics, received_at: date
         return _interpret(payload, topic, topics, received_at)
     except Exception as exc:  # a parser bug must not become a stuck queue; the raw bytes are kept for re-parsing
         log.exception("interpreting a message from %s failed unexpectedly", topic)
-        return _invalid(payload, f"internal: {exc.__class__.__name__}: {exc}")
+        return invalid(payload, f"internal: {exc.__class__.__name__}: {exc}")
 
 
 def _interpret(payload: bytes, topic: str, topics: mass.Topics, received_at: datetime) -> Interpretation:
     try:
         message = mass.decode(payload)
     except mass.MassError as exc:
-        return _invalid(payload, f"format: {exc}")
+        return invalid(payload, f"format: {exc}")
     topic_device = topics.device_from_topic(topic)
     if topic_device is not None and topic_device != message.device:
-        return _invalid(
+        return invalid(
             payload,
             f"identity: topic belongs to {topic_device.key} but the message says {message.device.key}",
             status="rejected",
             message=message,
         )
     if message.is_request:
-        return _invalid(payload, "format: a device sent a request, only responses go uplink", message=message)
+        return invalid(payload, "format: a device sent a request, only responses go uplink", message=message)
 
     if message.function == "read" and not message.is_fail:
         try:
             reading = _meter_from_read(message, received_at)
         except DecodeError as exc:
             kind = "integrity" if isinstance(exc, iec.BCCError) else "format"
-            return _invalid(payload, f"{kind}: {exc}", message=message)
+            return invalid(payload, f"{kind}: {exc}", message=message)
         return Interpretation("ok", dedup_key(message, reading.serial), message=message, reading=reading)
 
     part = ""
