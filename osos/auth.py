@@ -42,6 +42,7 @@ PERMISSIONS = (
     "order.program",  # meter programming: time-set (HES-35)
     "order.relay",  # connect / disconnect (HES-11)
     "modem.configure",  # modem parameters (later)
+    "modem.provision",  # add modems and issue their broker credentials (HES-4, HES-56)
     "firmware.manage",  # software management (later)
     "user.manage",  # users and grants (later)
 )

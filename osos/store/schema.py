@@ -52,7 +52,13 @@ modems = Table(
     Column("imei", String(32)),
     Column("ip", String(64)),
     Column("timezone", String(8)),
-    Column("topic_style", String(8), nullable=False, default="device"),  # "legacy" or "device"
+    # "device": per-device topics; "legacy": marked by an admin to use the shared MASS topics (HES-4, docs/security.md)
+    Column("topic_style", String(8), nullable=False, default="device"),
+    Column("status", String(16), nullable=False, default="active", server_default="active"),  # active | disabled
+    Column("mqtt_username", String(64)),  # the broker identity issued at provisioning (never its password)
+    Column("transport", String(8)),  # "tls" | "plain": how its last uplink reached the broker (HES-54)
+    Column("provisioned_at", UTC),
+    Column("provisioned_by", String(64)),
     Column("identity", JSON),  # the whole identification response as received (parsed JSON)
     Column("signal", Integer),
     Column("registered_at", UTC, nullable=False),
@@ -97,6 +103,9 @@ raw_messages = Table(
     Column("payload", LargeBinary, nullable=False),  # exactly as received (HES-5)
     Column("status", String(16), nullable=False),  # ok | invalid | rejected
     Column("error", Text),
+    # comma-separated trust flags: foreign-meter, future-date, oversized (HES-6); NULL when nothing was flagged
+    Column("flags", String(128)),
+    Column("payload_size", BigInteger),  # set when only a prefix of an oversized payload was kept
     UniqueConstraint("dedup_key", name="uq_raw_messages_dedup_key"),
 )
 Index("ix_raw_messages_device", raw_messages.c.device_flag, raw_messages.c.device_serial, raw_messages.c.id)
@@ -190,7 +199,20 @@ users = Table(
     Column("role", String(32), nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", UTC, nullable=False),
+    # bumped by a password change, disable or delete: every token issued before is dead (HES-56)
+    Column("token_generation", Integer, nullable=False, default=0, server_default="0"),
+    Column("updated_at", UTC),
     UniqueConstraint("username", name="uq_users_username"),
+)
+
+# Tokens revoked before their expiry (logout); rows can be purged once expires_at has passed.
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column("jti", String(32), primary_key=True),
+    Column("user_id", Integer, nullable=False),
+    Column("expires_at", UTC, nullable=False, index=True),
+    Column("revoked_at", UTC, nullable=False),
 )
 
 # HES-6 / HES-59: categorized log records, each category with its own retention.
