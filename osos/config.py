@@ -39,6 +39,19 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
+def parse_size(text: str, default: int) -> int:
+    """``OSOS_MAX_BODY_BYTES``: a positive number of bytes (empty: the default)."""
+    if not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"OSOS_MAX_BODY_BYTES must be a positive number of bytes, not {text!r}")
+    return value
+
+
 def ensure_private_dir(path: Path) -> None:
     """Create ``path`` readable by its owner only (0700), or take group/other bits away from an existing one: it
     holds the database, the token key and logs (HES-59 "readable only by authorized users")."""
@@ -90,7 +103,7 @@ class Settings:
             order_timeout_s=float(env.get("OSOS_ORDER_TIMEOUT_S", "60")),
             timezone=env.get("OSOS_TIMEZONE", "Europe/Istanbul"),
             trusted_proxies=parse_networks(env.get("OSOS_TRUSTED_PROXIES", "")),
-            max_body_bytes=int(env.get("OSOS_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))),
+            max_body_bytes=parse_size(env.get("OSOS_MAX_BODY_BYTES", ""), DEFAULT_MAX_BODY_BYTES),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(s, **clean) if clean else s  # type: ignore[arg-type]
