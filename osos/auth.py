@@ -164,7 +164,15 @@ def _common_core(password: str) -> str | None:
 
 def check_password_policy(password: str, username: str = "") -> None:
     """HES-56 "no simple passwords": the floor (length, variety, not the user name), then no common password under
-    decoration, then zxcvbn's estimate must reach :data:`MIN_STRENGTH_SCORE`."""
+    decoration, then zxcvbn's estimate must reach :data:`MIN_STRENGTH_SCORE` (3).
+
+    Why an estimator on top of the floor: the character-class rules pass ``Password1234`` and ``qwerty123456``,
+    which are among the first guesses of any cracking list. zxcvbn (Dropbox's estimator, maintained as the
+    ``zxcvbn`` package, MIT) scores what an attacker's guessing would actually cost: dictionary words, l33t, keyboard
+    walks, sequences, dates. Score 3 ("safely unguessable", ~10**8 guesses) is the lowest level its authors call safe
+    against online attacks - and our login throttling plus scrypt make offline guessing slow - while 4 would refuse
+    many good passphrases of ordinary words. The common-password check catches what the estimator scores too high
+    (``Summer2026!!`` scores 3: a season plus year plus symbols is a classic first guess)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise PasswordPolicyError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
     if len(set(password)) < 5:
