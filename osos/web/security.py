@@ -121,14 +121,18 @@ class RejectionCounter:
         self._clock = clock
         self._lock = threading.Lock()
         self._tallies: dict[tuple[str, str], _Tally] = {}
+        self._scanned = clock()
 
     def note(self, kind: str, client: str, reason: str, *, at: datetime, **detail: Any) -> list[RejectionRow]:
         """Count one rejection; returns the rows to write now (possibly none)."""
         now = self._clock()
         rows: list[RejectionRow] = []
         with self._lock:
-            rows.extend(self._close_expired(now))
             key = (kind, client)
+            stale = key in self._tallies and now - self._tallies[key].started >= self.window_s
+            if stale or now - self._scanned >= 1.0:  # scan all clients at most once a second: O(clients)
+                self._scanned = now
+                rows.extend(self._close_expired(now))
             if key not in self._tallies and len(self._tallies) >= self.max_keys:
                 key = (kind, self.OVERFLOW)
             tally = self._tallies.get(key)
