@@ -180,9 +180,12 @@ def register(app: typer.Typer) -> None:
         """Set one field of an entry; the value is read from standard input (first line), never an argument."""
         from osos.field.secrets import SecretStoreError
 
-        if sys.stdin.isatty():
-            typer.echo(f"{field} for {name} (then Enter):", err=True)
-        value = sys.stdin.readline().rstrip("\r\n")
+        if sys.stdin.isatty():  # typed by hand: not echoed
+            import getpass
+
+            value = getpass.getpass(f"{field} for {name}: ")
+        else:
+            value = sys.stdin.readline().rstrip("\r\n")
         if not value:
             typer.echo("error: no value on standard input", err=True)
             raise typer.Exit(2)

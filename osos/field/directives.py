@@ -96,7 +96,7 @@ def validate(doc: Any) -> dict[str, Any]:
 def needed_secrets(directive: dict[str, Any]) -> set[str]:
     """The meter secrets a directive sends (``${password}`` in a send step, e.g. the IEC P1 command)."""
     used: set[str] = set()
-    for step in directive.get("steps", []):
+    for step in directive.get("steps", []) + directive.get("finally", []):
         if step.get("op") == "send":
             used |= SECRET_PARAMS & set(_PARAM.findall(str(step.get("text", ""))))
     return used
