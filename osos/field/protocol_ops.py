@@ -63,6 +63,11 @@ def _dlms_client(link: Link, result: RunResult, index: int) -> Any:
     params = result.params
     client_sap = _int_param(params.get("client_sap", "16"), result, index, "client_sap")
     timeout = _int_param(params.get("timeout_ms", "5000"), result, index, "timeout_ms") / 1000
+    if params.get("auth", "none") == "lls" and not params.get("password"):  # before any byte goes to the meter
+        raise _error("DLMS LLS needs this meter's password: none is configured (put it in the gateway's secret "
+                     "store and reference it from the meter, see docs/field.md)", index, FAIL_NO_SECRET)
+    if params.get("auth", "none") == "hls-gmac":
+        _hls_security(params, result, index)  # refuses missing or malformed keys before the link is touched
     if params.get("dlms_transport", "wrapper") == "hdlc":
         physical = params.get("server_physical") or None
         transport: Any = HdlcTransport(lambda n: link.read(n, timeout), link.write, client_sap,
@@ -83,9 +88,6 @@ def _dlms_client(link: Link, result: RunResult, index: int) -> Any:
 
                 return read_invocation_counter(LinkWrapperTransport(link, 16, server_logical, timeout))
     elif auth == "lls":
-        if not params.get("password"):
-            raise _error("DLMS LLS needs this meter's password: none is configured (put it in the gateway's secret "
-                         "store and reference it from the meter, see docs/field.md)", index, FAIL_NO_SECRET)
         security = Security("lls", password=params.get("password", "").encode("latin-1"))
     else:
         security = Security("none")

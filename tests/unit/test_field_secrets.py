@@ -236,3 +236,13 @@ def test_fleet_gives_every_meter_its_own_password_through_the_store(tmp_path) ->
         assert os.environ.get(S.KEY_ENV) is None  # the fleet's key stays in memory
     finally:
         fleet.stop()
+
+
+def test_dlms_directive_without_its_password_or_keys_never_touches_the_meter() -> None:
+    lib = directives_for("osos-sim-dlms")
+    for params, text in (({"auth": "lls"}, "LLS needs this meter's password"),
+                         ({"auth": "hls-gmac", "client_sap": "1"}, "16-byte ek and ak"),
+                         ({"auth": "lls", "dlms_transport": "hdlc"}, "LLS needs this meter's password")):
+        with pytest.raises(d.DirectiveError, match=text) as err:
+            d.Interpreter().run(lib["short-read"], NoLink(), params)  # type: ignore[arg-type]
+        assert err.value.fail_code == d.FAIL_NO_SECRET
