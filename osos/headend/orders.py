@@ -101,18 +101,18 @@ def validate_request(kind: str, request: dict[str, Any] | None) -> dict[str, Any
     extra = sorted(set(request) - known)
     if extra:
         raise OrderError(f"unknown order field {', '.join(extra)}")
-    if "params" in request:
-        request["params"] = _params(kind, request["params"])
-        if not request["params"]:
-            del request["params"]
     directive = request.get("directive")
     if directive is not None:
         if kind != "read" or not isinstance(directive, str) or not 1 <= len(directive) <= 64:
             raise OrderError("a directive name (1..64 characters) may only be given for a read order")
         if directive not in READ_DIRECTIVES:
             raise OrderOverreach(f"directive {directive!r} is not a read directive (a read order runs one of "
-                             f"{', '.join(sorted(READ_DIRECTIVES))}); time-set, relay and programming actions "
-                             "are orders of their own kind")
+                                 f"{', '.join(sorted(READ_DIRECTIVES))}); time-set, relay and programming actions "
+                                 "are orders of their own kind")
+    if "params" in request:
+        request["params"] = _params(kind, request["params"])
+        if not request["params"]:
+            del request["params"]
     packet = request.get("packetClass")
     if packet is not None and (kind != "read" or packet not in mass.PACKET_CLASSES):
         raise OrderError(f"packetClass must be one of {', '.join(mass.PACKET_CLASSES)}, for a read order")
