@@ -195,7 +195,7 @@ def test_dispatcher_fails_an_order_whose_request_oversteps_its_kind(engine, mode
     oid, _ = new_order(engine, modem)
     with engine.begin() as conn:
         conn.execute(update(orders_table).where(orders_table.c.id == oid)
-                     .values(request={"directive": "time-set", "params": {"password": "00000000"}}))
+                     .values(request={"directive": "readout", "params": {"password": "00000000"}}))
     headend = HeadEnd(Settings(data_dir=tmp_path), engine)
     assert headend._dispatch_one() is True and headend.stats.orders_sent == 0
     with engine.connect() as conn:
