@@ -49,3 +49,12 @@ def register_modem(
         )
     )
     return int(result.inserted_primary_key[0])
+
+
+def ensure_modem(
+    conn: Connection, flag: str, serial: str, *, legacy: bool = False, by: str | None = None, now: datetime
+) -> int:
+    """The id of a provisioned modem, registering it first if it is not (for a self-contained demo whose fleet is
+    its own; a real deployment provisions each modem explicitly)."""
+    row = conn.execute(select(modems.c.id).where(modems.c.flag == flag, modems.c.serial == serial)).first()
+    return int(row.id) if row else register_modem(conn, flag, serial, legacy=legacy, by=by, now=now)
