@@ -108,7 +108,8 @@ class Ingestor:
         interpreted = [(item, self._interpret(item)) for item in batch]
         try:
             with self.engine.begin() as conn:
-                return [self._store(conn, item, it) for item, it in interpreted]
+                senders: dict[mass.Device, Any] = {}  # inventory rows looked up once per batch
+                return [self._store(conn, item, it, senders) for item, it in interpreted]
         except SQLAlchemyError as exc:
             if len(batch) == 1:
                 log.error("database error storing a message from %s: %s", batch[0].topic, exc)
@@ -145,18 +146,25 @@ class Ingestor:
         """Answer on the session the message came in on (plain mount or not) and on its topic style."""
         return self.topics.downlink_for(device, self.topics.transport(topic), legacy=self.topics.is_legacy(topic))
 
-    def _vet(self, conn: Connection, item: Incoming, it: Interpretation) -> tuple[Interpretation, Any]:
+    def _vet(
+        self, conn: Connection, item: Incoming, it: Interpretation, senders: dict[mass.Device, Any] | None = None
+    ) -> tuple[Interpretation, Any]:
         """Who sent this, and may it say what it says (HES-4, HES-6)? Returns the interpretation (turned into a
         ``rejected`` one when not) and the sender's modem row (None when refused or unparseable)."""
         msg = it.message
         if msg is None or it.status == "rejected":
             return it, None
         device = msg.device
-        modem = conn.execute(
-            select(modems.c.id, modems.c.status, modems.c.topic_style).where(
-                modems.c.flag == device.flag, modems.c.serial == device.serial
-            )
-        ).first()
+        if senders is not None and device in senders:
+            modem = senders[device]
+        else:
+            modem = conn.execute(
+                select(modems.c.id, modems.c.status, modems.c.topic_style).where(
+                    modems.c.flag == device.flag, modems.c.serial == device.serial
+                )
+            ).first()
+            if senders is not None:
+                senders[device] = modem
         reason = None
         if modem is None:
             reason = f"identity: unknown device {device.key}"
@@ -164,7 +172,7 @@ class Ingestor:
             reason = f"identity: device {device.key} is disabled"
         elif self.topics.is_legacy(item.topic) and modem.topic_style != "legacy":
             reason = f"identity: {device.key} is not marked legacy and may not use the shared topic"
-        else:
+        elif msg.reference_id.startswith(orders.REFERENCE_PREFIX):  # only such a referenceId can answer an order
             order = conn.execute(
                 select(orders_table.c.id, orders_table.c.modem_id).where(
                     orders_table.c.reference_id == msg.reference_id
@@ -177,8 +185,10 @@ class Ingestor:
             return invalid(item.payload, reason, status="rejected", message=msg), None
         return it, modem
 
-    def _store(self, conn: Connection, item: Incoming, it: Interpretation) -> Outcome:
-        it, sender = self._vet(conn, item, it)
+    def _store(
+        self, conn: Connection, item: Incoming, it: Interpretation, senders: dict[mass.Device, Any] | None = None
+    ) -> Outcome:
+        it, sender = self._vet(conn, item, it, senders)
         msg = it.message
         now = item.received_at
         flags = list(it.flags)

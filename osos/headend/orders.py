@@ -34,6 +34,8 @@ READ_DIRECTIVES = frozenset({"readout", "short-read", "load-profile", "load-prof
 SECRET_PARAMS = frozenset({"password", "address", "ek", "ak", "auth", "client_sap", "key", "server_logical",
                            "server_physical", "dlms_transport", "primary", "unit", "max_baud"})
 STATUSES = ("pending", "running", "succeeded", "failed")
+#: every order's referenceId starts so (create_order): a message with another referenceId answers no order
+REFERENCE_PREFIX = "osos-"
 #: the order lifecycle, in one place: move -> (statuses it may start from, status it ends in). Every status change
 #: is a conditional UPDATE on these (see _move), so two writers can never both win: an order expired first stays
 #: failed when its answer comes late, and an answer committed first is never overwritten by the expiry.
@@ -206,7 +208,7 @@ def create_order(
             priority=priority,
             meter_id=meter_id,
             modem_id=modem_id,
-            reference_id=f"osos-{uuid.uuid4()}",
+            reference_id=f"{REFERENCE_PREFIX}{uuid.uuid4()}",
             request=request or {},
             attempts=0,
             created_by=created_by,
