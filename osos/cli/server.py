@@ -152,6 +152,8 @@ def register(app: typer.Typer) -> None:
         from osos.config import Settings
         from osos.field.fleet import Fleet
         from osos.headend.broker import start_local_broker
+        from osos.headend.inventory import ensure_modem
+        from osos.store.db import utcnow
         from osos.web.app import create_app
 
         _setup_logging(verbose)
@@ -176,6 +178,10 @@ def register(app: typer.Typer) -> None:
             seed=1,
             mqtt_protocol=local.protocol,
         )
+        fleet.build()
+        with engine.begin() as conn:  # ingest refuses unknown devices (issue 7): the demo provisions its own fleet
+            for unit in fleet.units:
+                ensure_modem(conn, unit.gateway.device.flag, unit.gateway.device.serial, by="demo", now=utcnow())
         fleet.start()
         typer.echo(f"OSOS demo: http://127.0.0.1:{port}  (database {settings.db_url})")
         if first:

@@ -22,10 +22,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
+from osos.config import Settings
 from osos.headend import orders
+from osos.headend.inventory import register_modem
+from osos.headend.service import HeadEnd
 from osos.protocols import mass
-from osos.store.db import make_engine, migrate
-from osos.store.schema import alarms, heartbeats, meters, raw_messages, readings
+from osos.store.db import make_engine, migrate, utcnow
+from osos.store.schema import alarms, heartbeats, meters, modems, raw_messages, readings
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +82,8 @@ def count(engine, table) -> int:
 def test_uplink_orders_and_emergency_over_the_real_broker(mqtt_broker, start_headend, wait_until) -> None:
     host, port = mqtt_broker
     headend, engine = start_headend(order_timeout_s=20)
+    with engine.begin() as conn:  # devices are refused unless provisioned (issue 7)
+        register_modem(conn, "OSS", "GW42", now=utcnow())
     dev = FakeDevice(host, port, headend.topics, mass.Device("OSS", "GW42"))
     try:
         assert headend.connected
@@ -140,6 +145,8 @@ def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_pr
     host, port = mqtt_broker
     engine = make_engine(pg_url)
     migrate(engine)
+    with engine.begin() as conn:  # devices are refused unless provisioned (issue 7)
+        register_modem(conn, "OSS", "CRASH1", now=utcnow())
     env = {
         **os.environ,
         "OSOS_DATABASE_URL": pg_url,
@@ -205,4 +212,55 @@ def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_pr
     finally:
         proc.kill()
         proc.wait(10)
+        engine.dispose()
+
+
+def test_plain_session_is_answered_on_the_mount_and_gets_no_relay(pg_url, mqtt_broker, topic_prefix,
+                                                                  wait_until) -> None:
+    """HES-54 with the broker's plain listener mounted at ``plain/``: the head-end (no mount point, device_tls on)
+    sees such a device's topics with the prefix. The fake device here publishes and subscribes with the prefix
+    exactly as Mosquitto's mount point delivers them. Its acks and orders go to the plain form; a relay order is
+    refused for it; a TLS-side device gets its order on the bare topic."""
+    host, port = mqtt_broker
+    engine = make_engine(pg_url)
+    migrate(engine)
+    settings = Settings(mqtt_host=host, mqtt_port=port, topic_root=topic_prefix, database_url=pg_url,
+                        headend_id=f"he-{uuid.uuid4().hex[:8]}", order_timeout_s=20, device_tls=True)
+    headend = HeadEnd(settings, engine)
+    plain_dev = mass.Device("OSS", "PLAIN1")
+    tls_dev = mass.Device("OSS", "TLS1")
+    with engine.begin() as conn:
+        for dev in (plain_dev, tls_dev):
+            register_modem(conn, dev.flag, dev.serial, now=utcnow())
+    headend.start()
+    plain = FakeDevice(host, port, mass.Topics(f"plain/{topic_prefix}"), plain_dev)
+    tls = FakeDevice(host, port, mass.Topics(topic_prefix), tls_dev)
+    try:
+        assert headend.connected
+        meters_of = {"PLAIN1": "5001", "TLS1": "5002"}
+        for dev in (plain, tls):
+            meter = {"flag": "MKL", "serialNumber": meters_of[dev.device.serial]}
+            ref = dev.send("identification", {"meters": [meter]})
+            assert dev.expect("ack")["referenceId"] == ref
+        with engine.connect() as conn:
+            seen = dict(conn.execute(select(modems.c.serial, modems.c.transport)).all())
+            ids = dict(conn.execute(select(meters.c.serial, meters.c.id)).all())
+        assert seen == {"PLAIN1": "plain", "TLS1": "tls"}
+
+        for dev in (plain, tls):
+            with engine.begin() as conn:
+                orders.create_order(conn, "read", meter_id=ids[meters_of[dev.device.serial]])
+            headend.wake_dispatcher()
+            assert dev.expect("read")["request"]["meter"]["serialNumber"] == meters_of[dev.device.serial]
+
+        with engine.begin() as conn, pytest.raises(orders.OrderError, match="needs a TLS session"):
+            orders.create_order(conn, "relay", meter_id=ids["5001"], request={"state": "disconnect"})
+        with engine.begin() as conn:
+            orders.create_order(conn, "relay", meter_id=ids["5002"], request={"state": "disconnect"})
+        headend.wake_dispatcher()
+        assert tls.expect("read")["request"]["directive"] == "relay-disconnect"
+    finally:
+        plain.close()
+        tls.close()
+        headend.stop()
         engine.dispose()

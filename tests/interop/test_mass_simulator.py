@@ -24,6 +24,8 @@ import pytest
 from sqlalchemy import func, select
 
 from osos.headend import orders
+from osos.headend.inventory import register_modem
+from osos.store.db import utcnow
 from osos.store.schema import heartbeats, meters, modems, register_latest
 
 pytestmark = pytest.mark.integration
@@ -69,6 +71,8 @@ def test_reference_simulator_registers_beats_and_answers_a_read(
     host, port = mqtt_broker
     headend, engine = start_headend(order_timeout_s=30)
     serial = "SIM" + uuid.uuid4().hex[:10].upper()
+    with engine.begin() as conn:  # devices are refused unless provisioned; the shared topic needs the legacy mark
+        register_modem(conn, "XYZ", serial, legacy=True, now=utcnow())
     env = {
         **os.environ,
         "DEVICE_FLAG": "XYZ",
