@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # params a head-end request may not set: the meter's link, its secrets and the gateway's clock (issue 7)
 REQUEST_MAY_NOT_SET = frozenset({"address", "password", "auth", "client_sap", "ek", "ak", "key", "server_logical",
                                  "server_physical", "dlms_transport", "primary", "unit", "max_baud", "time", "date",
-                                 "now"})
+                                 "now", "meter_id", "system_title", "invocation_counter"})
 
 # failCode values of negative acks (directive run failures use 1..6, see osos.field.directives)
 FAIL_UNKNOWN_DIRECTIVE = 10
