@@ -14,15 +14,33 @@ from pathlib import Path
 DEFAULT_DATA_DIR = Path(os.environ.get("OSOS_DATA_DIR", "./var/osos"))
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _read_secret_file(path: str | None) -> str | None:
+    """A secret from a file (first line), so it never appears in the environment of every child or in ``ps``."""
+    if not path:
+        return None
+    return Path(path).read_text().strip() or None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str | None = None  # None: SQLite file in data_dir
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    # -- broker identity and TLS (HES-4, HES-52..55; docs/security.md) ------------------------------------------
     mqtt_username: str | None = None
-    mqtt_password: str | None = None
-    mqtt_tls: bool = False
+    mqtt_password: str | None = None  # or OSOS_MQTT_PASSWORD_FILE
+    mqtt_tls: bool = False  # OSOS_MQTT_TLS=1, implied by OSOS_MQTT_CA
+    mqtt_ca: Path | None = None  # CA that signed the broker's certificate (verification is always on with TLS)
+    mqtt_cert: Path | None = None  # optional client certificate and key
+    mqtt_key: Path | None = None
+    broker_admin_username: str = "osos-admin"  # dynamic-security admin account, used by provisioning only
+    broker_admin_password: str | None = None  # or OSOS_BROKER_ADMIN_PASSWORD_FILE
+    device_tls: bool = False  # devices have a TLS listener; the plain one is mounted at plain/ (HES-54)
     topic_root: str = "mass"
     # MQTT 5 shared subscription group for N head-end workers; empty = plain subscription.
     share_group: str = ""
@@ -43,8 +61,15 @@ class Settings:
             mqtt_host=env.get("OSOS_MQTT_HOST", "127.0.0.1"),
             mqtt_port=int(env.get("OSOS_MQTT_PORT", "1883")),
             mqtt_username=env.get("OSOS_MQTT_USERNAME") or None,
-            mqtt_password=env.get("OSOS_MQTT_PASSWORD") or None,
-            mqtt_tls=env.get("OSOS_MQTT_TLS", "") in ("1", "true", "yes"),
+            mqtt_password=env.get("OSOS_MQTT_PASSWORD") or _read_secret_file(env.get("OSOS_MQTT_PASSWORD_FILE")),
+            mqtt_tls=env.get("OSOS_MQTT_TLS", "") in ("1", "true", "yes") or bool(env.get("OSOS_MQTT_CA")),
+            mqtt_ca=_path(env.get("OSOS_MQTT_CA")),
+            mqtt_cert=_path(env.get("OSOS_MQTT_CERT")),
+            mqtt_key=_path(env.get("OSOS_MQTT_KEY")),
+            broker_admin_username=env.get("OSOS_BROKER_ADMIN_USERNAME", "osos-admin"),
+            broker_admin_password=env.get("OSOS_BROKER_ADMIN_PASSWORD")
+            or _read_secret_file(env.get("OSOS_BROKER_ADMIN_PASSWORD_FILE")),
+            device_tls=env.get("OSOS_DEVICE_TLS", "") in ("1", "true", "yes"),
             topic_root=env.get("OSOS_TOPIC_ROOT", "mass"),
             share_group=env.get("OSOS_SHARE_GROUP", ""),
             headend_id=env.get("OSOS_HEADEND_ID", "osos-headend"),

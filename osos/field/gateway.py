@@ -153,6 +153,14 @@ class GatewayConfig:
     publish_window: int = 50
     transparent_base_port: int | None = None  # HES-42: each link also on TCP port base+i (0 = any free port)
     transparent_host: str = "127.0.0.1"
+    # the gateway's own broker account (HES-4) and TLS with CA verification (HES-52); the password is passed in
+    # memory (CLI: --password-file or OSOS_MQTT_PASSWORD), never on a command line
+    broker_username: str | None = None
+    broker_password: str | None = field(default=None, repr=False)
+    broker_tls: bool = False
+    broker_ca: Path | None = None
+    broker_cert: Path | None = None
+    broker_key: Path | None = None
 
 
 @dataclass
@@ -208,6 +216,14 @@ class Gateway:
             client_id=f"osos-gw-{self.config.flag}{self.config.serial}-{zlib.crc32(self.config.topic_root.encode()):08x}",
             protocol=protocol,
         )
+        if self.config.broker_username:
+            client.username_pw_set(self.config.broker_username, self.config.broker_password)
+        if self.config.broker_tls or self.config.broker_ca:
+            client.tls_set(
+                ca_certs=str(self.config.broker_ca) if self.config.broker_ca else None,
+                certfile=str(self.config.broker_cert) if self.config.broker_cert else None,
+                keyfile=str(self.config.broker_key) if self.config.broker_key else None,
+            )
         client.reconnect_delay_set(self.config.reconnect_min_s, self.config.reconnect_max_s)
         client.max_inflight_messages_set(self.config.publish_window)
         client.on_connect = self._on_connect
