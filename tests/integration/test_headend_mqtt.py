@@ -38,14 +38,16 @@ def data_block(lines: list[str]) -> str:
 class FakeDevice:
     """A bare MQTT device written in the test (not the project's gateway), to drive the head-end exactly."""
 
-    def __init__(self, host: str, port: int, topics: mass.Topics, device: mass.Device) -> None:
+    def __init__(self, broker, creds, topics: mass.Topics, device: mass.Device) -> None:  # type: ignore[no-untyped-def]
         self.topics, self.device = topics, device
         self.inbox: queue.Queue[dict] = queue.Queue()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"dev-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
         )
+        self.client.username_pw_set(creds.username, creds.password)  # its own broker account
+        self.client.tls_set(ca_certs=str(broker.ca))
         self.client.on_message = lambda c, u, m: self.inbox.put(json.loads(m.payload))
-        self.client.connect(host, port)
+        self.client.connect(broker.host, broker.tls_port)
         self.client.subscribe(topics.downlink(device), qos=1)
         self.client.loop_start()
 
@@ -76,10 +78,10 @@ def count(engine, table) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def test_uplink_orders_and_emergency_over_the_real_broker(mqtt_broker, start_headend, wait_until) -> None:
-    host, port = mqtt_broker
+def test_uplink_orders_and_emergency_over_the_real_broker(mqtt_broker, start_headend, provision, wait_until) -> None:
     headend, engine = start_headend(order_timeout_s=20)
-    dev = FakeDevice(host, port, headend.topics, mass.Device("OSS", "GW42"))
+    creds = provision(engine, "OSS", "GW42")
+    dev = FakeDevice(mqtt_broker, creds, headend.topics, mass.Device("OSS", "GW42"))
     try:
         assert headend.connected
         ref = dev.send("identification", {"brand": "T", "meters": [{"flag": "MKL", "serialNumber": "4242"}]})
@@ -136,15 +138,21 @@ def _start_headend(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_prefix, tmp_path, wait_until) -> None:
-    host, port = mqtt_broker
+def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_prefix, provision, tmp_path,
+                                                   wait_until) -> None:
     engine = make_engine(pg_url)
     migrate(engine)
+    creds = provision(engine, "OSS", "CRASH1")
+    mqtt_broker.headend_role_for(topic_prefix)
     env = {
         **os.environ,
         "OSOS_DATABASE_URL": pg_url,
-        "OSOS_MQTT_HOST": host,
-        "OSOS_MQTT_PORT": str(port),
+        "OSOS_MQTT_HOST": mqtt_broker.host,
+        "OSOS_MQTT_PORT": str(mqtt_broker.tls_port),
+        "OSOS_MQTT_USERNAME": mqtt_broker.headend_username,
+        "OSOS_MQTT_PASSWORD": mqtt_broker.headend_password,
+        "OSOS_MQTT_CA": str(mqtt_broker.ca),
+        "OSOS_DEVICE_TLS": "1",
         "OSOS_TOPIC_ROOT": topic_prefix,
         "OSOS_HEADEND_ID": f"crash-{uuid.uuid4().hex[:8]}",
         "OSOS_DATA_DIR": str(tmp_path),
@@ -154,7 +162,7 @@ def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_pr
     total, per_meter_registers = 600, 2
     try:
         # wait until the worker is subscribed: its first ack proves it
-        dev = FakeDevice(host, port, topics, mass.Device("OSS", "CRASH1"))
+        dev = FakeDevice(mqtt_broker, creds, topics, mass.Device("OSS", "CRASH1"))
         for _ in range(30):  # until the worker has subscribed, a heartbeat goes nowhere: repeat it
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "head-end exited"
             dev.send("heartbeat", {"signal": 1})
