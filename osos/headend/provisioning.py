@@ -32,6 +32,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import threading
 import uuid
@@ -212,6 +213,7 @@ class DynSecAdmin:
     def add_device(self, topics: mass.Topics, device: mass.Device, *, legacy: bool = False,
                    password: str | None = None, replace: bool = False) -> Credentials:
         """Create the device's role and account; ``replace`` first deletes an existing one (tests reuse names)."""
+        check_identity(device.flag, device.serial)
         username, role = device.key, DEVICE_ROLE_PREFIX + device.key
         if replace:
             self.delete_device(device)
@@ -254,12 +256,73 @@ def admin_from_settings(settings: Any, timeout_s: float = 10.0) -> DynSecAdmin:
                        timeout_s=timeout_s)
 
 
+FLAG_RE = re.compile(r"^[A-Za-z]{3}$")  # as the MASS envelope schema: no MQTT wildcard or level separator can
+SERIAL_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")  # slip into an ACL topic or a username
+RESERVED_USERNAMES = frozenset({"osos-headend", "osos-admin"})
+
+
+def check_identity(flag: str, serial: str) -> None:
+    if not FLAG_RE.match(flag) or not SERIAL_RE.match(serial):
+        raise ProvisioningError("flag must be 3 letters and serial 1-32 of A-Z a-z 0-9 . _ -")
+    if f"{flag}{serial}" in RESERVED_USERNAMES:
+        raise ProvisioningError(f"{flag}{serial} is reserved for OSOS itself")
+
+
+def _audit(conn: Any, message: str, by: str, now: Any, **detail: Any) -> None:
+    from osos.headend.ingest import write_log
+
+    write_log(conn, "security", "info", message, detail={"by": by, **detail}, now=now)
+
+
 def provision_modem(engine: Any, admin: DynSecAdmin, topics: mass.Topics, flag: str, serial: str, *,
                     legacy: bool = False, by: str, now: Any, replace: bool = False) -> Credentials:
     """Inventory row and broker account together: the row commits only when the broker accepted the account."""
     from osos.headend.inventory import register_modem
 
+    check_identity(flag, serial)
     device = mass.Device(flag, serial)
     with engine.begin() as conn:
         register_modem(conn, flag, serial, legacy=legacy, by=by, now=now)
+        _audit(conn, f"modem {device.key} provisioned{' (legacy topics)' if legacy else ''}", by, now,
+               modem=device.key)
         return admin.add_device(topics, device, legacy=legacy, replace=replace)
+
+
+def _modem_row(conn: Any, flag: str, serial: str) -> Any:
+    from sqlalchemy import select
+
+    from osos.store.schema import modems
+
+    row = conn.execute(select(modems).where(modems.c.flag == flag, modems.c.serial == serial)).mappings().first()
+    if row is None:
+        raise ProvisioningError(f"no modem {flag}{serial}")
+    return row
+
+
+def set_modem_enabled(engine: Any, admin: DynSecAdmin, flag: str, serial: str, enabled: bool, *, by: str,
+                      now: Any) -> None:
+    """Disable (status disabled, broker account disabled and its live session dropped) or enable a modem."""
+    from sqlalchemy import update
+
+    from osos.store.schema import modems
+
+    with engine.begin() as conn:
+        row = _modem_row(conn, flag, serial)
+        username = row["mqtt_username"] or f"{flag}{serial}"
+        conn.execute(update(modems).where(modems.c.id == row["id"])
+                     .values(status="active" if enabled else "disabled"))
+        _audit(conn, f"modem {flag}{serial} {'enabled' if enabled else 'disabled'}", by, now, modem=f"{flag}{serial}")
+        if enabled:
+            admin.enable(username)
+        else:
+            admin.disable(username)
+
+
+def rotate_modem_password(engine: Any, admin: DynSecAdmin, flag: str, serial: str, *, by: str,
+                          now: Any) -> Credentials:
+    """A new broker password for a modem (the old one stops working at once); shown to the caller once."""
+    with engine.begin() as conn:
+        row = _modem_row(conn, flag, serial)
+        username = row["mqtt_username"] or f"{flag}{serial}"
+        _audit(conn, f"modem {flag}{serial} broker password rotated", by, now, modem=f"{flag}{serial}")
+        return Credentials(username, admin.rotate_password(username))
