@@ -9,6 +9,7 @@ covers AMR-9, HES-1, HES-9, HES-13, HES-51, HES-63
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -43,10 +44,10 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(params=["auto", "embedded"])
-def demo(request: pytest.FixtureRequest, tmp_path: Path):
-    """The demo with the broker it starts by itself: a private Mosquitto ("auto" here, where the binary exists)
-    and the embedded MQTT 3.1.1 broker a machine without Mosquitto gets."""
+@pytest.fixture
+def demo(tmp_path: Path):
+    """The demo with the broker it starts by itself: a private Mosquitto with authentication and TLS (the embedded
+    fallback broker is gone: it could not refuse anonymous clients)."""
     port = _free_port()
     data_dir = tmp_path / "demo"
     log_path = tmp_path / "demo.log"
@@ -64,8 +65,6 @@ def demo(request: pytest.FixtureRequest, tmp_path: Path):
             str(data_dir),
             "--gateways",
             "10",
-            "--broker",
-            request.param,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -169,3 +168,93 @@ def test_demo_serves_a_live_fleet_and_answers_a_read_order(demo) -> None:
 
     demo["proc"].send_signal(signal.SIGTERM)
     assert demo["proc"].wait(30) == 0
+
+
+def _mqtt_connect(host: str, port: int, username: str | None, password: str | None, tls: bool,
+                  ca: str | None = None) -> object:
+    """CONNACK reason code (or the exception) of one login."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if username:
+        client.username_pw_set(username, password)
+    if tls:
+        client.tls_set(ca_certs=ca)  # ca None: the system's trust store
+    done, result = threading.Event(), []
+    client.on_connect = lambda c, u, f, rc, p: (result.append(rc), done.set())
+    client.on_disconnect = lambda *a: done.set()
+    try:
+        client.connect(host, port)
+    except OSError as exc:
+        return exc
+    client.loop_start()
+    done.wait(10)
+    client.disconnect()
+    client.loop_stop()
+    return result[0] if result else "no answer"
+
+
+def test_demo_broker_needs_accounts_uses_tls_and_says_where_it_is(demo) -> None:  # covers HES-4, HES-52..55
+    import json
+    import os
+    import queue
+
+    import paho.mqtt.client as mqtt
+
+    data_dir: Path = demo["data_dir"]
+    info = json.loads((data_dir / "demo.json").read_text())
+    broker = info["broker"]
+    assert info["web_url"] == f"http://127.0.0.1:{demo['port']}"
+    assert broker["host"] == "127.0.0.1" and broker["plain_port"] != broker["tls_port"]
+    assert Path(broker["ca"]).is_file()
+    # no secret in it: none of the passwords the demo generated appears in the file
+    text = (data_dir / "demo.json").read_text()
+    secrets_made = [(data_dir / "broker" / n).read_text().strip() for n in ("admin.password", "headend.password")]
+    secrets_made += [json.loads(p.read_text())["password"] for p in (data_dir / "fleet").glob("*/broker-*.json")]
+    secrets_made.append(demo["password"])
+    assert len(secrets_made) == 13 and not any(s in text for s in secrets_made)
+    for key in (data_dir / "broker" / "tls" / "ca.key", data_dir / "broker" / "tls" / "server.key",
+                data_dir / "broker" / "admin.password", data_dir / "broker" / "headend.password",
+                *(data_dir / "fleet").glob("*/broker-credentials.json")):
+        assert os.stat(key).st_mode & 0o777 == 0o600, key
+
+    # anonymous clients are refused on both listeners; without the CA the TLS listener is not trusted
+    for port, tls in ((broker["plain_port"], False), (broker["tls_port"], True)):
+        rc = _mqtt_connect(broker["host"], port, None, None, tls, broker["ca"])
+        assert getattr(rc, "is_failure", False), rc
+    import ssl
+
+    assert isinstance(_mqtt_connect(broker["host"], broker["tls_port"], "x", "y", True), ssl.SSLError)
+
+    # the gateways talk over TLS: the head-end's account sees their uplinks unmounted, none under plain/
+    got: queue.Queue[str] = queue.Queue()
+    sub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                      client_id="e2e-observer")
+    sub.username_pw_set("osos-headend", (data_dir / "broker" / "headend.password").read_text().strip())
+    sub.tls_set(ca_certs=broker["ca"])
+    sub.on_message = lambda c, u, m: got.put(m.topic)
+    sub.connect(broker["host"], broker["tls_port"])
+    sub.subscribe([("mass/device/+/+/to_server", 0), ("plain/mass/device/+/+/to_server", 0)])
+    sub.loop_start()
+    try:
+        topics = {got.get(timeout=45)}
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and len(topics) < 10:
+            with contextlib.suppress(queue.Empty):
+                topics.add(got.get(timeout=1))
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    assert len({t.split("/")[3] for t in topics}) >= 5, topics
+    assert all(t.startswith("mass/device/OSS/") for t in topics), topics
+
+    # `osos modem add` against the running demo finds its broker through demo.json and the admin password file
+    made = subprocess.run([sys.executable, "-m", "osos.cli.main", "modem", "add", "ABC", "E2E0001", "--data-dir",
+                           str(data_dir)], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("OSOS_")})
+    assert made.returncode == 0, made.stderr
+    password = re.search(r"password \(shown only now\): (\S+)", made.stdout).group(1)  # type: ignore[union-attr]
+    rc = _mqtt_connect(broker["host"], broker["tls_port"], "ABCE2E0001", password, True, broker["ca"])
+    assert not rc.is_failure, rc  # type: ignore[attr-defined]
