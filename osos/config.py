@@ -6,12 +6,59 @@ The defaults run everything on one laptop (SQLite in the data dir, a local broke
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path(os.environ.get("OSOS_DATA_DIR", "./var/osos"))
+# HMAC-SHA256 keys shorter than the hash's block of security (32 bytes) make tokens guessable offline (HES-56).
+MIN_SECRET_KEY_BYTES = 32
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(ValueError):
+    """A setting that makes starting unsafe; the message says what to do (shown as one line by the CLI)."""
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """``OSOS_TRUSTED_PROXIES``: comma-separated IPs or CIDRs (``10.0.0.5, 192.168.0.0/24, ::1``)."""
+    nets: list[IPNetwork] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"OSOS_TRUSTED_PROXIES: {part!r} is not an IP address or network") from exc
+    return tuple(nets)
+
+
+def parse_size(text: str, default: int) -> int:
+    """``OSOS_MAX_BODY_BYTES``: a positive number of bytes (empty: the default)."""
+    if not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"OSOS_MAX_BODY_BYTES must be a positive number of bytes, not {text!r}")
+    return value
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` readable by its owner only (0700), or take group/other bits away from an existing one: it
+    holds the database, the token key and logs (HES-59 "readable only by authorized users")."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(path, mode & 0o700)
 
 
 def _path(value: str | None) -> Path | None:
@@ -50,6 +97,9 @@ class Settings:
     order_timeout_s: float = 60.0
     token_ttl_s: int = 8 * 3600
     timezone: str = "Europe/Istanbul"
+    # --- web trust boundary (issue 7, accounts): whose X-Forwarded-For to believe, how big a request body may be
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # OSOS_TRUSTED_PROXIES; empty: the TCP peer is the client
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # OSOS_MAX_BODY_BYTES; larger request bodies get 413
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -77,6 +127,8 @@ class Settings:
             web_port=int(env.get("OSOS_WEB_PORT", "8000")),
             order_timeout_s=float(env.get("OSOS_ORDER_TIMEOUT_S", "60")),
             timezone=env.get("OSOS_TIMEZONE", "Europe/Istanbul"),
+            trusted_proxies=parse_networks(env.get("OSOS_TRUSTED_PROXIES", "")),
+            max_body_bytes=parse_size(env.get("OSOS_MAX_BODY_BYTES", ""), DEFAULT_MAX_BODY_BYTES),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(s, **clean) if clean else s  # type: ignore[arg-type]
@@ -89,20 +141,43 @@ class Settings:
 
         return sqlite_url(self.data_dir)
 
+    def ensure_data_dir(self) -> Path:
+        """The data dir, created 0700 (tightened if it exists with group/other bits)."""
+        ensure_private_dir(self.data_dir)
+        return self.data_dir
+
     def secret_key(self) -> bytes:
-        """The token-signing key: generated once per data dir, readable only by its owner (HES-56)."""
+        """The token-signing key: ``OSOS_SECRET_KEY`` or generated once per data dir into ``secret.key`` (0600).
+        A key shorter than 32 bytes raises ConfigError: a forgeable token would bypass every permission (HES-56)."""
         path = self.data_dir / "secret.key"
         env_key = os.environ.get("OSOS_SECRET_KEY")
-        if env_key:
-            return env_key.encode()
-        if path.exists():
-            return path.read_bytes().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32).encode()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process won the race: use its key
-            return path.read_bytes().strip()
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
+        if env_key is not None:
+            key = env_key.encode()
+            if len(key) < MIN_SECRET_KEY_BYTES:
+                raise ConfigError(
+                    f"OSOS_SECRET_KEY has {len(key)} bytes, at least {MIN_SECRET_KEY_BYTES} are needed; set it to "
+                    "e.g. the output of: python3 -c 'import secrets; print(secrets.token_hex(32))'")
+            return key
+        if not path.exists():
+            self.ensure_data_dir()
+            key = secrets.token_hex(32).encode()
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process won the race: use its key
+                return self._read_key_file(path)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key)
+            return key
+        return self._read_key_file(path)
+
+    @staticmethod
+    def _read_key_file(path: Path) -> bytes:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+        key = path.read_bytes().strip()
+        if len(key) < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(
+                f"{path} holds {len(key)} bytes, at least {MIN_SECRET_KEY_BYTES} are needed; delete it to have a "
+                "new key generated at start (every session ends) or write a longer random key into it")
         return key

@@ -4,7 +4,8 @@ A profile says how to reach a meter (protocol, speeds, framing, addressing, auth
 read takes (IEC register addresses, DLMS OBIS + interface class, or Modbus register names), its load profiles,
 whether it has a relay, and its quirks. The gateway builds its standard directives from it
 (``osos.field.directive_library``) and the head-end uses it to choose what to send. Pure: it only reads the
-package's data files. Secrets are never here: ``password`` is a placeholder the inventory overrides.
+package's data files. Secrets are never here: a profile says which authentication a meter needs (``auth``); the
+password or keys themselves live only in the gateway's secret store (``osos.field.secrets``), per meter.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ class MeterProfile:
     max_baud: int
     framing: str
     auth: str
-    password: str
     short_read: tuple[str, ...] = ()  # IEC addresses or Modbus register names
     short_read_objects: tuple[CosemRef, ...] = ()  # DLMS
     load_profiles: tuple[LoadProfile, ...] = ()
@@ -106,6 +106,10 @@ def _cosem(raw: Any, origin: str, key: str) -> CosemRef:
 def parse_profile(key: str, data: dict[str, Any], origin: str = "") -> MeterProfile:
     """Check and convert one profile document; errors name ``origin`` (the file) and the key."""
     origin = origin or f"{key}.toml"
+    secrets = sorted({"password", "ek", "ak", "key"} & set(data))
+    if secrets:  # HES-56: a data file shipped to every installation holds no meter secret
+        raise MeterLibraryError(f"{origin}: key {secrets[0]!r} not allowed: meter secrets live in the gateway's "
+                                "secret store, per meter")
     protocol = _need(data, "protocol", str, origin)
     if protocol not in PROTOCOLS:
         raise MeterLibraryError(f"{origin}: key 'protocol' must be one of {PROTOCOLS}, got {protocol!r}")
@@ -164,7 +168,6 @@ def parse_profile(key: str, data: dict[str, Any], origin: str = "") -> MeterProf
         max_baud=max_baud,
         framing=framing,
         auth=auth,
-        password=str(data.get("password", "")),
         address=str(data.get("address", "")),
         quirks=tuple(str(q) for q in data.get("quirks", [])),
         illustrative=tuple(str(q) for q in data.get("illustrative", [])),

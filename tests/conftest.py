@@ -62,6 +62,7 @@ class RunBroker:
         self.ca = local.ca
         self.headend_username = "osos-headend"
         self.headend_password = secrets.token_urlsafe(24)
+        self._tap_password = secrets.token_urlsafe(24)
         self._roots: set[str] = set()
 
     def headend_role_for(self, root: str) -> None:
@@ -110,6 +111,24 @@ class RunBroker:
         """A paho client with the head-end's account over TLS, connected (a test standing in for the head-end)."""
         self.headend_role_for(root)
         client = self.client(self.headend_username, self.headend_password, tls=True, client_id=client_id)
+        client.connect(self.host, self.tls_port)
+        return client
+
+    def tap_client(self, root: str, client_id: str = ""):  # type: ignore[no-untyped-def]
+        """A test-only wiretap account that may read everything under this root (uplink and downlink, plain and
+        mounted) and publish downlinks: for tests asserting what crosses the broker. Not a role OSOS issues."""
+        if ("tap", root) not in self._roots:
+            acls = [{"acltype": "subscribePattern", "topic": t, "priority": 0, "allow": True}
+                    for t in (f"{root}/#", f"plain/{root}/#")]
+            acls += [{"acltype": "publishClientSend", "topic": t, "priority": 0, "allow": True}
+                     for t in (f"{root}/server/#", f"plain/{root}/server/#")]
+            self.admin.run("createRole", ok_errors=("already exists",), rolename="test-tap")
+            for acl in acls:
+                self.admin.run("addRoleACL", ok_errors=("already exists",), rolename="test-tap", **acl)
+            self.admin.run("createClient", ok_errors=("already exists",), username="test-tap",
+                           password=self._tap_password, roles=[{"rolename": "test-tap"}])
+            self._roots.add(("tap", root))  # type: ignore[arg-type]
+        client = self.client("test-tap", self._tap_password, tls=True, client_id=client_id)
         client.connect(self.host, self.tls_port)
         return client
 

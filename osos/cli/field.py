@@ -1,13 +1,37 @@
-"""`osos gateway` (one real gateway agent) and `osos simulate` (a fleet of simulated gateways and meters)."""
+"""`osos gateway` (one real gateway agent), `osos gateway-secret` (its meter secret store) and `osos simulate`
+(a fleet of simulated gateways and meters).
+
+Meter secrets never appear on a command line (issue 7, HES-56): ``--meter`` URLs name a secret store entry
+(``?secret=m1``) and ``osos gateway-secret set`` reads the value from standard input.
+"""
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import typer
+
+#: query keys that would put a meter secret into the process list; refused with the way to do it instead
+SECRET_QUERY_KEYS = ("password", "pw", "pass", "ek", "ak", "key")
+
+
+def _meter_query(url: str) -> dict[str, str]:
+    """The ``--meter`` URL's query; a secret given by value is refused with how to use the store instead."""
+    q = {k: v[0] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
+    given = [k for k in q if k.lower() in SECRET_QUERY_KEYS]
+    if given:
+        field = given[0] if given[0] in ("ek", "ak") else "password"
+        raise typer.BadParameter(
+            f"--meter must not carry {given[0]}= (command lines are visible to every local user in ps): store the "
+            f"secret with `osos gateway-secret set NAME {field} --data-dir DIR` (it reads the value from standard "
+            "input) and name it in the URL with ?secret=NAME")
+    if "secret" in q and not q["secret"]:
+        raise typer.BadParameter("--meter ?secret= needs the name of a secret store entry")
+    return q
 
 
 def _broker(text: str) -> tuple[str, int]:
@@ -54,14 +78,16 @@ def register(app: typer.Typer) -> None:
         meter: list[str] = typer.Option(
             [], "--meter",
             help="Meter link: tcp://host:port or serial:///dev/ttyUSB0, optional ?address=&flag=&serial="
-                 "&password=&max_baud=&kind=&profile= (flag/serial are discovered by a readout when absent; "
-                 "profile names a meter library entry, e.g. landis-gyr-e450, which sets the protocol).",
+                 "&secret=&max_baud=&kind=&profile= (flag/serial are discovered by a readout when absent; "
+                 "profile names a meter library entry, e.g. landis-gyr-e450, which sets the protocol; secret names "
+                 "the entry of `osos gateway-secret` holding the meter's password/keys - never the value itself).",
         ),
         sim_meter: list[str] = typer.Option(
             [], "--sim-meter", help="Also start a simulated meter BRAND:KIND (e.g. makel:kombi) on a local port."
         ),
         topic_root: str = typer.Option("mass", "--topic-root"),
-        data_dir: Path = typer.Option(Path("gateway-data"), "--data-dir", help="Outbox and added directives."),
+        data_dir: Path = typer.Option(Path("gateway-data"), "--data-dir",
+                                      help="Outbox, added directives, secret store and DLMS counters."),
         heartbeat: float = typer.Option(60.0, "--heartbeat", help="Heartbeat period in seconds."),
         read_interval: float = typer.Option(0.0, "--read-interval", help="Push-read period in s (0 = off)."),
         push_directive: str = typer.Option("short-read", "--push-directive"),
@@ -85,6 +111,7 @@ def register(app: typer.Typer) -> None:
         from osos.field.meters.iec import SimMeter
         from osos.field.meters.model import MeterModel, MeterModelError
         from osos.field.meters.serve import TcpMeterServer
+        from osos.field.secrets import SecretStoreError
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         host, port = _broker(broker)
@@ -105,7 +132,7 @@ def register(app: typer.Typer) -> None:
             server = TcpMeterServer([sim]).start()
             servers.append(server)
             configs.append(MeterConfig(link=server.url, flag=profile.flag, serial=sim.serial, brand=profile.name,
-                                       model=profile.models[sim.kind], kind=sim.kind, password=profile.password,
+                                       model=profile.models[sim.kind], kind=sim.kind, password=sim.password,
                                        max_baud=profile.max_baud, date_format=profile.date_format))
             typer.echo(f"simulated {profile.name} {sim.kind} meter {sim.serial} on {server.url}")
         for url in meter:
@@ -113,7 +140,7 @@ def register(app: typer.Typer) -> None:
                 LinkSpec.parse(url)
             except LinkError as exc:
                 raise typer.BadParameter(str(exc)) from None
-            q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+            q = _meter_query(url)
             protocol = "iec62056-21"
             if q.get("profile"):
                 from osos.meterlib import MeterLibraryError, profile
@@ -124,7 +151,7 @@ def register(app: typer.Typer) -> None:
                     raise typer.BadParameter(str(exc)) from None
             configs.append(MeterConfig(
                 link=url, flag=q.get("flag", ""), serial=q.get("serial", ""), kind=q.get("kind", "single-phase"),
-                password=q.get("password", "00000000"), max_baud=int(q.get("max_baud", "19200")),
+                secret=q.get("secret", ""), max_baud=int(q.get("max_baud", "19200")),
                 protocol=protocol, profile=q.get("profile", ""),
             ))
         config = GatewayConfig(
@@ -134,7 +161,13 @@ def register(app: typer.Typer) -> None:
             broker_username=(username or f"{flag}{serial}") if secret else username, broker_password=secret,
             broker_tls=ca is not None, broker_ca=ca, broker_cert=cert, broker_key=key,
         )
-        agent = Gateway(config, configs)
+        try:
+            agent = Gateway(config, configs)
+        except SecretStoreError as exc:
+            for server in servers:
+                server.stop()
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         agent.discover()
         for m in configs:
             typer.echo(f"meter {m.flag or '?'} {m.serial or '?'} on {m.link}")
@@ -146,6 +179,81 @@ def register(app: typer.Typer) -> None:
             agent.stop()
             for server in servers:
                 server.stop()
+
+    secret_app = typer.Typer(
+        help="The gateway's meter secret store (<data-dir>/secrets.enc, AES-GCM, key in OSOS_GATEWAY_KEY).",
+        no_args_is_help=True)
+    app.add_typer(secret_app, name="gateway-secret")
+    store_dir = typer.Option(Path("gateway-data"), "--data-dir", help="The gateway's data directory.")
+
+    def _store(data_dir: Path):  # type: ignore[no-untyped-def]
+        from osos.field.secrets import SecretStore, SecretStoreError
+
+        try:
+            return SecretStore.open(data_dir)
+        except SecretStoreError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    @secret_app.command("keygen")
+    def secret_keygen() -> None:
+        """Print a new random store key (32 bytes, base64): export it as OSOS_GATEWAY_KEY and keep a copy apart."""
+        from osos.field.secrets import generate_key
+
+        typer.echo(generate_key())
+
+    @secret_app.command("set")
+    def secret_set(
+        name: str = typer.Argument(..., help="Entry name the meters refer to (--meter ...?secret=NAME)."),
+        field: str = typer.Argument("password", help="password (IEC P1 / DLMS LLS), ek or ak (hex, 16 bytes)."),
+        data_dir: Path = store_dir,
+    ) -> None:
+        """Set one field of an entry; the value is read from standard input (first line), never an argument."""
+        from osos.field.secrets import SecretStoreError
+
+        if sys.stdin.isatty():  # typed by hand: not echoed
+            import getpass
+
+            value = getpass.getpass(f"{field} for {name}: ")
+        else:
+            value = sys.stdin.readline().rstrip("\r\n")
+        if not value:
+            typer.echo("error: no value on standard input", err=True)
+            raise typer.Exit(2)
+        store = _store(data_dir)
+        try:
+            store.set(name, field, value)
+        except SecretStoreError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"{name}: {field} stored in {store.path}")
+
+    @secret_app.command("list")
+    def secret_list(data_dir: Path = store_dir) -> None:
+        """Entry names and which fields each holds (never the values)."""
+        store = _store(data_dir)
+        for name in store.names():
+            typer.echo(f"{name}\t{','.join(store.fields(name))}")
+
+    @secret_app.command("delete")
+    def secret_delete(
+        name: str = typer.Argument(...),
+        field: str | None = typer.Argument(None, help="Only this field (default: the whole entry)."),
+        data_dir: Path = store_dir,
+    ) -> None:
+        """Delete an entry or one of its fields."""
+        from osos.field.secrets import SecretStoreError
+
+        store = _store(data_dir)
+        try:
+            removed = store.delete(name, field)
+        except SecretStoreError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if not removed:
+            typer.echo(f"error: no {field + ' in ' if field else ''}secret {name!r}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"deleted {name}{' ' + field if field else ''}")
 
     @app.command("simulate")
     def simulate(

@@ -29,12 +29,28 @@ def _run_web(app: Any, host: str, port: int, stop: threading.Event) -> None:
     """Serve the web app until ``stop`` is set (uvicorn in this thread; signals are handled by us)."""
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    # proxy_headers=False: the app decides the client address (osos.web.middleware.ClientAddress, trusted proxies)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", proxy_headers=False)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     watcher = threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True)
     watcher.start()
     server.run()
+
+
+def _safe_settings(**overrides: Any) -> Any:
+    """Settings from the environment, refusing to start on an unsafe one (a secret key under 32 bytes, a bad
+    OSOS_TRUSTED_PROXIES): one line saying what to do, exit code 2. Creates the data dir 0700."""
+    from osos.config import ConfigError, Settings
+
+    try:
+        settings = Settings.from_env(**overrides)
+        settings.ensure_data_dir()
+        settings.secret_key()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return settings
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -115,11 +131,10 @@ def register(app: typer.Typer) -> None:
         verbose: bool = typer.Option(False, "--verbose", "-v"),
     ) -> None:
         """Run the head-end and the web UI/API against the configured broker and database."""
-        from osos.config import Settings
         from osos.web.app import create_app
 
         _setup_logging(verbose)
-        settings = Settings.from_env(data_dir=data_dir, web_port=port, web_host=host)
+        settings = _safe_settings(data_dir=data_dir, web_port=port, web_host=host)
         engine, headend, stop = _start_headend(settings)
         typer.echo(f"OSOS web on http://{settings.web_host}:{settings.web_port}")
         try:
@@ -139,7 +154,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Everything on one machine: a private Mosquitto (authentication on, TLS by default), the head-end, the web
         and a simulated fleet whose gateways are provisioned like real modems (own broker accounts)."""
-        from osos.config import Settings
         from osos.field.fleet import Fleet
         from osos.headend.broker import BrokerError, read_or_create_secret, start_mosquitto
         from osos.headend.provisioning import HEADEND_ROLE
@@ -148,14 +162,13 @@ def register(app: typer.Typer) -> None:
 
         _setup_logging(verbose)
         data_dir = data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        settings = _safe_settings(data_dir=data_dir, web_port=port, web_host="127.0.0.1")  # data dir 0700
         try:
             local = start_mosquitto(data_dir / "broker", tls=tls)
         except BrokerError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         try:
-            settings = Settings.from_env(data_dir=data_dir, web_port=port, web_host="127.0.0.1")
             topics = mass.Topics(settings.topic_root)
             headend_password = read_or_create_secret(local.data_dir / "headend.password")
             with local.admin() as admin:

@@ -52,8 +52,7 @@ def _dlms_params(p: MeterProfile) -> dict[str, Any]:
         "dlms_transport": p.dlms["transport"],
         "client_sap": p.dlms["client_sap"],
         "server_logical": p.dlms.get("server_logical", 1),
-        "auth": p.auth,
-        "password": p.password,
+        "auth": p.auth,  # the password or keys it needs come from the gateway's secret store, never from here
         "start": "",
         "end": "",
     }

@@ -34,6 +34,12 @@ FAIL_MISMATCH = 3
 FAIL_CAPTURE = 4
 FAIL_INVALID = 5
 FAIL_BCC = 6
+FAIL_NO_SECRET = protocol_ops.FAIL_NO_SECRET  # 8: the meter secret the directive needs is not configured
+
+#: meter secrets: they come only from the gateway's secret store (osos.field.secrets), never from a directive's
+#: own params, and a directive may use them only where they go to the meter (a ``send``), not where they could
+#: end up in a captured parameter or an error text that goes uplink
+SECRET_PARAMS = frozenset({"password", "ek", "ak"})
 
 
 class DirectiveError(Exception):
@@ -66,7 +72,18 @@ def validate(doc: Any) -> dict[str, Any]:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(root)"
         raise DirectiveError(f"invalid directive: {where}: {err.message}")
+    carried = SECRET_PARAMS & set(doc.get("params", {}))
+    if carried:
+        raise DirectiveError(f"invalid directive: params must not carry meter secrets ({', '.join(sorted(carried))});"
+                             " the gateway takes them from its secret store")
     for i, step in enumerate(doc["steps"] + doc.get("finally", [])):
+        for key, value in step.items():
+            if key == "text" and step["op"] == "send":
+                continue
+            used = SECRET_PARAMS & set(_PARAM.findall(value)) if isinstance(value, str) else set()
+            if used:
+                raise DirectiveError(f"invalid directive: {step['op']}.{key} uses {', '.join(sorted(used))}; meter "
+                                     "secrets may only be sent to the meter (send text)", step=i)
         for key in ("regex", "match"):
             if key in step:
                 try:
@@ -74,6 +91,15 @@ def validate(doc: Any) -> dict[str, Any]:
                 except re.error as exc:
                     raise DirectiveError(f"invalid directive: bad {key}: {exc}", step=i) from None
     return doc
+
+
+def needed_secrets(directive: dict[str, Any]) -> set[str]:
+    """The meter secrets a directive sends (``${password}`` in a send step, e.g. the IEC P1 command)."""
+    used: set[str] = set()
+    for step in directive.get("steps", []) + directive.get("finally", []):
+        if step.get("op") == "send":
+            used |= SECRET_PARAMS & set(_PARAM.findall(str(step.get("text", ""))))
+    return used
 
 
 @cache
@@ -104,6 +130,7 @@ class RunResult:
     captured: dict[str, str] = field(default_factory=dict)  # what set/capture/baud_from_ident produced
     records: list[dict[str, Any]] = field(default_factory=list)  # what each part of a binary answer is
     sessions: dict[str, Any] = field(default_factory=dict)  # protocol sessions open during the run (DLMS)
+    counters: Any = None  # the gateway's persistent DLMS invocation counters (osos.field.secrets), if any
 
     def keep(self, name: str, value: str) -> None:
         self.params[name] = value
@@ -133,14 +160,21 @@ def _int(value: Any, params: dict[str, str], step: int, what: str) -> int:
 class Interpreter:
     """Runs validated directives on a link. ``sleep`` is injectable so tests can skip real pauses."""
 
-    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, sleep: Callable[[float], None] = time.sleep, counters: Any = None) -> None:
         self.sleep = sleep
+        self.counters = counters  # InvocationCounters of the gateway's data dir (HLS-GMAC across restarts)
 
     def run(self, directive: dict[str, Any], link: Link, params: dict[str, Any] | None = None) -> RunResult:
         validate(directive)
         merged = {k: str(v) for k, v in directive.get("params", {}).items()}
         merged.update({k: str(v) for k, v in (params or {}).items()})
-        result = RunResult(directive["name"], merged, {})
+        missing = sorted(n for n in needed_secrets(directive) if not merged.get(n))
+        if missing:  # refused before the meter is touched: no half-open programming session
+            raise DirectiveError(f"directive {directive['name']!r} needs this meter's {' and '.join(missing)}, which "
+                                 "the gateway has not been given: put it in the gateway's secret store (`osos "
+                                 "gateway-secret set NAME password`) and reference it from the meter (?secret=NAME)",
+                                 fail_code=FAIL_NO_SECRET)
+        result = RunResult(directive["name"], merged, {}, counters=self.counters)
         in0, out0 = link.bytes_in, link.bytes_out
         started = time.monotonic()
         try:
@@ -197,8 +231,8 @@ class Interpreter:
             text = substitute(step["hex"], result.params, index)
             try:
                 data = bytes.fromhex(text)
-            except ValueError:
-                raise DirectiveError(f"hex {text!r} is not hexadecimal", step=index) from None
+            except ValueError:  # the template, not the substituted text: error texts go uplink
+                raise DirectiveError(f"hex {step['hex']!r} is not hexadecimal", step=index) from None
         else:
             text = substitute(step["text"], result.params, index)
             try:

@@ -3,7 +3,8 @@ a meter over the wrapper (TCP) or HDLC (HES-11, HES-35, HES-37, HES-40, HES-42, 
 
 It speaks only the wire protocol (``osos.protocols.dlms``) and never imports the head-end.
 Security: none (public client), LLS (password) or HLS-GMAC with suite-0 ciphered APDUs. The
-client's invocation counter must stay ahead of what the meter has seen; :meth:`DlmsClient.associate`
+client's invocation counter must stay ahead of what the meter has seen: a gateway persists it across
+restarts (``on_counter``, ``osos.field.secrets.InvocationCounters``); :meth:`DlmsClient.associate`
 retries once with the meter's counter when the meter rejects a stale one, and
 :func:`read_invocation_counter` reads it through the public client as IDIS meters allow.
 """
@@ -250,9 +251,11 @@ class DlmsClient:
 
     def __init__(self, transport: Transport, security: Security | None = None, max_pdu: int = 1024,
                  challenge: Callable[[int], bytes] = os.urandom,
-                 counter_reader: Callable[[], int] | None = None) -> None:
+                 counter_reader: Callable[[], int] | None = None,
+                 on_counter: Callable[[int], None] | None = None) -> None:
         self.t = transport
         self.counter_reader = counter_reader
+        self.on_counter = on_counter  # told each counter before it is used (a gateway persists them)
         self.sec = security or Security()
         self.max_pdu = max_pdu
         self.challenge = challenge
@@ -335,10 +338,9 @@ class DlmsClient:
                       ek=self.sec.ek, ak=self.sec.ak)
             stoc = bytes(aare.authentication_value or b"")
             self.associated = True  # needed to send the ciphered ACTION of pass 3
-            ic = self.sec.invocation_counter  # the counter the ACTION's own ciphering will not use
+            ic = self._next_ic()  # the counter the ACTION's own ciphering will not use
             f_stoc = D.hls_gmac_response(stoc, system_title=self.sec.system_title, invocation_counter=ic,
                                          ek=self.sec.ek, ak=self.sec.ak)
-            self.sec.invocation_counter += 1
             try:
                 answer = self.action(*ASSOCIATION, 1, D.octets(f_stoc))
             except DlmsClientError:
@@ -380,7 +382,11 @@ class DlmsClient:
 
     # ciphering --------------------------------------------------------------------------------
     def _next_ic(self) -> int:
+        """The counter for the next ciphered frame; ``on_counter`` hears of it first, so a counter that may
+        go out is on record before it does (never reused after a restart)."""
         ic = self.sec.invocation_counter
+        if self.on_counter is not None:
+            self.on_counter(ic)
         self.sec.invocation_counter += 1
         return ic
 

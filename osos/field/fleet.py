@@ -5,6 +5,11 @@ apart by their device address, HES-38). Everything is drawn from ``seed``, so tw
 seed have the same inventory and the same consumption. ``acceleration`` runs the meters' clock faster than
 wall time for the demo. With ``events`` on, a seeded injector opens covers and cuts phases now and then;
 the gateway reads the meter at once and pushes the alarm (AMR-6, HES-24).
+
+Every simulated meter has its own random P1 password (no shared factory default, issue 7); the fleet writes it
+into its gateway's secret store under the meter's FLAG+serial and the meter names that entry, as a real
+installation would. The stores are encrypted with a key drawn for this fleet run and kept in memory only, so a
+new run (new meters, new passwords) replaces them.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from osos.field.meters.brands import load_brands
 from osos.field.meters.iec import SimMeter
 from osos.field.meters.model import MeterModel, SeededLoad
 from osos.field.meters.serve import TcpMeterServer
+from osos.field.secrets import STORE_FILE, SecretStore, parse_key
+from osos.field.secrets import generate_key as _store_key
 
 KIND_WEIGHTS = (("single-phase", 6), ("three-phase", 3), ("kombi", 1))
 HISTORY_DAYS = 3  # meters start this far in the past so load profiles and demand already hold data
@@ -78,6 +85,7 @@ class Fleet:
         self._stop = threading.Event()
         self._injector: threading.Thread | None = None
         self.injected: list[tuple[str, str]] = []  # (meter serial, event) for the demo log
+        self._store_key = parse_key(_store_key())  # this run's secret store key, never written anywhere
 
     def sim_now(self) -> datetime:
         """The fleet's clock: wall time since start, times the acceleration factor."""
@@ -114,6 +122,10 @@ class Fleet:
                     serial = f"{self.rng.randrange(10_000_000, 99_999_999)}"
                 used.add(serial)
                 meters.append(self._make_meter(serial))
+            serial = f"{self.seed % 1000:03d}{index:07d}"
+            store = self._secret_store(self.data_dir / f"{self.gateway_flag}{serial}")
+            for m in meters:
+                store.set(f"{m.brand.flag}{m.serial}", "password", m.password)
             server = TcpMeterServer(meters, clock=self.sim_now).start()
             configs = [
                 MeterConfig(
@@ -123,14 +135,13 @@ class Fleet:
                     brand=m.brand.name,
                     model=m.brand.models[m.kind],
                     kind=m.kind,
-                    password=m.brand.password,
+                    secret=f"{m.brand.flag}{m.serial}",
                     max_baud=m.brand.max_baud,
                     date_format=m.brand.date_format,
                     time_format=m.brand.time_format,
                 )
                 for m in meters
             ]
-            serial = f"{self.seed % 1000:03d}{index:07d}"
             config = GatewayConfig(
                 flag=self.gateway_flag,
                 serial=serial,
@@ -148,9 +159,14 @@ class Fleet:
                 username, password = self.broker_credentials(self.gateway_flag, serial)
                 config = replace(config, broker_username=username, broker_password=password,
                                  broker_tls=self.broker_ca is not None, broker_ca=self.broker_ca)
-            gateway = Gateway(config, configs, clock=self.sim_now)
+            gateway = Gateway(config, configs, clock=self.sim_now, secrets=store)
             self.units.append(SimGateway(gateway, server, meters, configs))
         return self
+
+    def _secret_store(self, data_dir: Path) -> SecretStore:
+        """A fresh store for one simulated gateway: the meters (and their passwords) are new on every run."""
+        (data_dir / STORE_FILE).unlink(missing_ok=True)
+        return SecretStore(data_dir / STORE_FILE, self._store_key)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Fleet:

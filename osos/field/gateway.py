@@ -26,6 +26,7 @@ from osos.field.directive_library import directives_for
 from osos.field.directives import DirectiveError, Interpreter, standard_directives, validate
 from osos.field.links import Link, LinkError, LinkSpec
 from osos.field.readings import read_response
+from osos.field.secrets import InvocationCounters, SecretStore, SecretStoreError
 from osos.field.transparent import TransparentPort
 from osos.protocols import mass
 
@@ -99,7 +100,11 @@ class MeterConfig:
     brand: str = ""
     model: str = ""
     kind: str = "single-phase"
-    password: str = "00000000"
+    # Meter secrets (HES-56, issue 7): no default. ``secret`` names the entry of the gateway's secret store
+    # (osos.field.secrets) that holds this meter's password/ek/ak; the gateway fills the fields below from it at
+    # start. Set directly only in-process (tests, the simulated fleet), never from a command line or an order.
+    secret: str = ""
+    password: str = field(default="", repr=False)
     max_baud: int = 19200
     date_format: str = "%y-%m-%d"
     time_format: str = "%H:%M:%S"
@@ -108,8 +113,8 @@ class MeterConfig:
     # DLMS security from the gateway's own inventory (never from the library's data files, HES-56):
     auth: str = ""  # overrides the profile's: "none" | "lls" | "hls-gmac"
     client_sap: str = ""  # e.g. "1" for the management client that HLS-GMAC uses
-    ek: str = ""  # hex, 16 bytes (suite 0)
-    ak: str = ""  # hex, 16 bytes
+    ek: str = field(default="", repr=False)  # hex, 16 bytes (suite 0)
+    ak: str = field(default="", repr=False)  # hex, 16 bytes
 
     @property
     def spec(self) -> LinkSpec:
@@ -120,10 +125,27 @@ class MeterConfig:
         return {"flag": self.flag, "serialNumber": self.serial}
 
     def params(self) -> dict[str, str]:
-        out = {"address": self.spec.address, "password": self.password, "max_baud": str(self.max_baud)}
-        extra = {"auth": self.auth, "client_sap": self.client_sap, "ek": self.ek, "ak": self.ak}
+        """What the gateway gives every directive run on this meter: its address and line limits, the secrets it
+        was configured with (absent when none: a directive that needs one then fails with failCode 8), and
+        ``meter_id``, the key of its persisted DLMS invocation counters."""
+        out = {"address": self.spec.address, "max_baud": str(self.max_baud)}
+        extra = {"auth": self.auth, "client_sap": self.client_sap, "password": self.password, "ek": self.ek,
+                 "ak": self.ak, "meter_id": f"{self.flag}{self.serial}" if self.flag and self.serial else ""}
         out.update({k: v for k, v in extra.items() if v})
         return out
+
+    def resolve_secrets(self, store: SecretStore | None) -> None:
+        """Fill password/ek/ak from the store entry this meter names (``secret``); a name the store lacks (or no
+        store) is a configuration error the gateway refuses to start with (SecretStoreError)."""
+        if not self.secret:
+            return
+        if store is None:
+            raise SecretStoreError(f"meter {self.link} names secret {self.secret!r} but the gateway has no secret "
+                                   "store")
+        entry = store.get(self.secret)
+        self.password = entry.get("password", self.password)
+        self.ek = entry.get("ek", self.ek)
+        self.ak = entry.get("ak", self.ak)
 
 
 @dataclass
@@ -180,6 +202,7 @@ class Gateway:
         *,
         clock: Callable[[], datetime] = _utc_now,
         interpreter: Interpreter | None = None,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.config = config
         self.meters = meters
@@ -189,6 +212,13 @@ class Gateway:
         self.interpreter = interpreter or Interpreter()
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # meter secrets (issue 7): the store of the data dir, key from OSOS_GATEWAY_KEY; a store that exists but
+        # cannot be opened, or a meter naming a secret that is not there, stops the gateway here (SecretStoreError)
+        self.secrets = secrets if secrets is not None else SecretStore.open(self.data_dir)
+        for meter in meters:
+            meter.resolve_secrets(self.secrets)
+        if self.interpreter.counters is None:  # HLS-GMAC counters resume after a restart (not from 1)
+            self.interpreter.counters = InvocationCounters.open(self.data_dir)
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3", config.max_buffer)
         self.custom_directives: dict[str, dict[str, Any]] = self._load_custom()
         self.ff_seen: dict[str, int] = {}

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from osos.field.directives import RunResult
 
 FAIL_PROTOCOL = 7  # the meter refused or answered something unusable (DLMS access denied, Modbus exception ...)
+FAIL_NO_SECRET = 8  # the directive needs a meter secret (password, keys) the gateway has not been given
 PROTOCOL_OPS = frozenset({"dlms_get", "dlms_profile", "dlms_action", "dlms_set_clock", "modbus_read_map",
                           "mbus_req_ud2"})
 
@@ -62,6 +63,11 @@ def _dlms_client(link: Link, result: RunResult, index: int) -> Any:
     params = result.params
     client_sap = _int_param(params.get("client_sap", "16"), result, index, "client_sap")
     timeout = _int_param(params.get("timeout_ms", "5000"), result, index, "timeout_ms") / 1000
+    if params.get("auth", "none") == "lls" and not params.get("password"):  # before any byte goes to the meter
+        raise _error("DLMS LLS needs this meter's password: none is configured (put it in the gateway's secret "
+                     "store and reference it from the meter, see docs/field.md)", index, FAIL_NO_SECRET)
+    if params.get("auth", "none") == "hls-gmac":
+        _hls_security(params, result, index)  # refuses missing or malformed keys before the link is touched
     if params.get("dlms_transport", "wrapper") == "hdlc":
         physical = params.get("server_physical") or None
         transport: Any = HdlcTransport(lambda n: link.read(n, timeout), link.write, client_sap,
@@ -85,16 +91,40 @@ def _dlms_client(link: Link, result: RunResult, index: int) -> Any:
         security = Security("lls", password=params.get("password", "").encode("latin-1"))
     else:
         security = Security("none")
-    client = DlmsClient(transport, security, counter_reader=counter_reader)
+    on_counter = None
+    slot = _counter_slot(params, security, result)
+    if slot is not None:
+        store, key = slot
+        security.invocation_counter = max(security.invocation_counter, store.next(key))
+
+        def on_counter(ic: int) -> None:
+            store.reserve(key, ic)
+
+    client = DlmsClient(transport, security, counter_reader=counter_reader, on_counter=on_counter)
+    if slot is not None:
+        client.meter_ic_seen = slot[0].meter_seen(slot[1])
+        result.sessions["dlms_counters"] = slot
+    result.sessions["dlms"] = client  # before associating: close_sessions records the counters even on failure
     client.associate()
-    result.sessions["dlms"] = client
     return client
 
 
+def _counter_slot(params: dict[str, str], security: Any, result: RunResult) -> tuple[Any, str] | None:
+    """(counter store, key) when the run keeps HLS-GMAC counters across restarts: the gateway gives its
+    interpreter an ``InvocationCounters`` and each meter's ``meter_id``. Keyed by meter, client SAP and our system
+    title, since each (key, sender) pair has its own counter."""
+    store = result.counters
+    meter_id = params.get("meter_id", "")
+    if security.mechanism != "hls-gmac" or store is None or not meter_id:
+        return None
+    return store, f"{meter_id}/{params.get('client_sap', '16')}/{security.system_title.hex()}"
+
+
 def _hls_security(params: dict[str, str], result: RunResult, index: int) -> Any:
-    """HLS-GMAC (security suite 0) from the meter's keys, which come from the gateway's inventory (``ek``/``ak``
-    in hex, never from the meter library's data files). The invocation counter starts at the last one this
-    gateway used for the meter (``invocation_counter``) and is recovered from the meter when it is behind."""
+    """HLS-GMAC (security suite 0) from the meter's keys, which come from the gateway's secret store (``ek``/``ak``
+    in hex, never from the meter library's data files). The invocation counter starts past the last one this
+    gateway used for the meter (persisted, see ``_counter_slot``) and is recovered from the meter when it is
+    behind (e.g. another client with the same title talked to it)."""
     from osos.field.dlms_client import Security
 
     try:
@@ -102,7 +132,8 @@ def _hls_security(params: dict[str, str], result: RunResult, index: int) -> Any:
     except ValueError:
         raise _error("ek/ak must be hexadecimal", index, 5) from None
     if len(ek) != 16 or len(ak) != 16:
-        raise _error("HLS-GMAC needs 16-byte ek and ak for this meter (gateway inventory)", index, 5)
+        raise _error("HLS-GMAC needs 16-byte ek and ak for this meter (the gateway's secret store)", index,
+                     FAIL_NO_SECRET)
     title = params.get("system_title", "")
     try:
         system_title = bytes.fromhex(title) if title else b"OSO\x00\x00\x00\x00\x01"
@@ -277,6 +308,10 @@ def run_step(op: str, index: int, step: dict[str, Any], link: Link, result: RunR
 def close_sessions(result: RunResult) -> None:
     """Release a DLMS association the run opened (best effort: the run's outcome stands)."""
     client = result.sessions.pop("dlms", None)
+    slot = result.sessions.pop("dlms_counters", None)
+    if client is not None and slot is not None and client.meter_ic_seen:
+        with contextlib.suppress(OSError):
+            slot[0].saw(slot[1], client.meter_ic_seen)
     if client is not None:
         with contextlib.suppress(Exception):
             client.release()

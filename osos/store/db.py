@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, event, inspect, text
+from sqlalchemy import Engine, bindparam, create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
@@ -27,9 +29,39 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would use the umask, typically 0644), and take
+    group/other bits from an existing file and its -wal/-shm companions. SQLite gives -wal/-shm the mode of the
+    database file, so they follow. HES-59: records readable only by authorized users."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:  # e.g. a read-only location: SQLite reports the real problem when it opens the file
+        log.warning("cannot create %s: %s", path, exc)
+        return
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(candidate.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(candidate, mode & 0o600)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot restrict the mode of %s: %s", candidate, exc)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the settings each backend needs for concurrent use."""
     if url.startswith("sqlite"):
+        path = _sqlite_path(url)
+        if path is not None:
+            private_sqlite_file(path)
         # WAL lets the CLI (e.g. `osos user create`) write while the demo runs; busy_timeout waits for locks
         # instead of failing. NullPool: a SQLite connection is cheap and must not be shared across threads.
         engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30}, **kwargs)
@@ -78,7 +110,10 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def sqlite_url(data_dir: Path) -> str:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """The data dir's SQLite file; the dir is created (or tightened to) 0700."""
+    from osos.config import ensure_private_dir
+
+    ensure_private_dir(data_dir)
     return f"sqlite:///{(data_dir / 'osos.db').resolve()}"
 
 

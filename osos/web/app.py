@@ -7,7 +7,10 @@ show a stack trace (the trace goes to the server log).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -24,7 +28,9 @@ from osos.web.api import auth as api_auth
 from osos.web.api import inventory as api_inventory
 from osos.web.api import modems as api_modems
 from osos.web.api import orders as api_orders
-from osos.web.security import Forbidden, NotAuthenticated
+from osos.web.api import users as api_users
+from osos.web.middleware import BodyLimit, ClientAddress
+from osos.web.security import Forbidden, NotAuthenticated, RejectionCounter, write_rejections
 from osos.web.ui import routes as ui_routes
 from osos.web.ui.render import STATIC_DIR, render
 
@@ -66,7 +72,35 @@ def _mount_api_docs(app: FastAPI) -> None:
         )
 
 
+REJECTION_FLUSH_S = 5.0  # how often counted rejections whose window has ended are written (HES-59)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Write counted security rejections periodically and, at shutdown, whatever is left: none is lost."""
+    from osos.store.db import utcnow
+
+    def flush(everything: bool) -> None:
+        rows = app.state.rejections.flush(everything=everything)
+        write_rejections(app.state.engine, rows, now=utcnow(), logger=log)
+
+    async def periodic() -> None:
+        while True:
+            await asyncio.sleep(REJECTION_FLUSH_S)
+            await run_in_threadpool(flush, False)
+
+    task = asyncio.create_task(periodic())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await run_in_threadpool(flush, True)
+
+
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
+    """The app; raises :class:`osos.config.ConfigError` for a secret key shorter than 32 bytes."""
     app = FastAPI(
         title="OSOS head-end API",
         version=getattr(osos, "__version__", "0.1.0"),
@@ -74,11 +108,13 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         "Authenticate with POST /api/v1/auth/token and send `Authorization: Bearer <token>`.",
         docs_url=None,  # served below from the packaged Swagger UI: no CDN
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.secret = settings.secret_key()
     app.state.logger = log
+    app.state.rejections = RejectionCounter()
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -98,6 +134,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(api_auth.router)
     app.include_router(api_inventory.router)
     app.include_router(api_orders.router)
+    app.include_router(api_users.router)
     app.include_router(api_modems.router)
     app.include_router(ui_routes.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
@@ -142,4 +179,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         except Exception:  # noqa: BLE001 - the error page itself failed: plain text, still no trace
             return Response("internal error", status_code=500, media_type="text/plain")
 
+    # Pure ASGI, outermost last: the client address is decided first, then the body limit applies (HES-6).
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ClientAddress, trusted=settings.trusted_proxies)
     return app

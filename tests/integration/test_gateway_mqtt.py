@@ -92,7 +92,7 @@ def sim(brand_key: str, kind: str, serial: str) -> SimMeter:
 
 def meter_config(server: TcpMeterServer, m: SimMeter) -> MeterConfig:
     return MeterConfig(link=f"{server.url}?address={m.address}", flag=m.brand.flag, serial=m.serial,
-                       brand=m.brand.name, model=m.brand.models[m.kind], kind=m.kind, password=m.brand.password,
+                       brand=m.brand.name, model=m.brand.models[m.kind], kind=m.kind, password=m.password,
                        max_baud=m.brand.max_baud, date_format=m.brand.date_format)
 
 

@@ -71,7 +71,7 @@ def test_read_load_profile_relay_and_time_set_across_three_protocols(pg_url, mqt
             AnalyzerServer([analyzer], framer="rtu") as mb_srv:
         configs = [
             MeterConfig(link=f"{iec_srv.url}?address=20000001", flag="MKL", serial="20000001", kind="kombi",
-                        password=brand("makel").password, max_baud=19200, profile="makel"),
+                        password=iec.password, max_baud=19200, profile="makel"),
             MeterConfig(link=f"tcp://127.0.0.1:{dlms_srv.port}", flag="OSS", serial="00012345", protocol="dlms",
                         profile="osos-sim-dlms", password=PASSWORD),
             # Modbus analyzers have no FLAG code: the inventory names it (EAS is this test's choice)

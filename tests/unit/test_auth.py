@@ -2,7 +2,7 @@
 
 Expected values are recomputed here with hashlib/hmac directly, independent of osos.auth's own encoding code.
 
-covers HES-14, HES-56, HES-60
+covers HES-14, HES-56, HES-59, HES-60
 """
 
 from __future__ import annotations
@@ -80,22 +80,29 @@ def test_malformed_stored_hash_never_matches(stored: str) -> None:
 
 
 def test_token_is_hmac_sha256_over_the_claims() -> None:
-    token, claims = issue_token(KEY, "ada", "admin", ttl_s=3600, now=NOW)
+    """The claims bind the token to a user id and its generation, with a random id for revocation."""
+    token, claims = issue_token(KEY, "ada", "admin", uid=7, gen=3, ttl_s=3600, now=NOW)
     body, sig = token.split(".")
     assert b64url_decode(sig) == hmac.new(KEY, body.encode(), hashlib.sha256).digest()
-    assert json.loads(b64url_decode(body)) == {"sub": "ada", "role": "admin", "exp": int(NOW.timestamp()) + 3600}
+    decoded = json.loads(b64url_decode(body))
+    jti = decoded.pop("jti")
+    assert decoded == {"sub": "ada", "uid": 7, "gen": 3, "role": "admin", "exp": int(NOW.timestamp()) + 3600}
+    assert len(jti) == 32 and int(jti, 16) >= 0  # 128 random bits, hex, fits revoked_tokens.jti
     assert verify_token(KEY, token, now=NOW + timedelta(seconds=3599)) == claims
+    other, other_claims = issue_token(KEY, "ada", "admin", uid=7, gen=3, ttl_s=3600, now=NOW)
+    assert other_claims.jti != claims.jti and other != token
 
 
 def test_expired_tampered_and_foreign_tokens_are_refused() -> None:
-    token, _ = issue_token(KEY, "vera", "viewer", ttl_s=60, now=NOW)
+    token, _ = issue_token(KEY, "vera", "viewer", uid=2, gen=0, ttl_s=60, now=NOW)
     with pytest.raises(AuthError, match="expired"):
         verify_token(KEY, token, now=NOW + timedelta(seconds=60))
     with pytest.raises(AuthError, match="signature"):
         verify_token(b"another key", token, now=NOW)
     body, sig = token.split(".")
     promoted = base64.urlsafe_b64encode(
-        json.dumps({"sub": "vera", "role": "admin", "exp": int(NOW.timestamp()) + 60}).encode()
+        json.dumps({"sub": "vera", "uid": 2, "gen": 0, "jti": "0" * 32, "role": "admin",
+                    "exp": int(NOW.timestamp()) + 60}).encode()
     ).decode().rstrip("=")
     with pytest.raises(AuthError, match="signature"):
         verify_token(KEY, f"{promoted}.{sig}", now=NOW)  # role raised without the key
@@ -105,8 +112,11 @@ def test_expired_tampered_and_foreign_tokens_are_refused() -> None:
 
 
 def test_validly_signed_but_malformed_claims_are_refused() -> None:
-    for claims in ([1, 2], {"sub": "x", "role": "admin"}, {"sub": 5, "role": "admin", "exp": 9_999_999_999},
-                   {"sub": "x", "role": "admin", "exp": True}, "text"):
+    good = {"sub": "x", "uid": 1, "gen": 0, "jti": "a" * 32, "role": "admin", "exp": 9_999_999_999}
+    for claims in ([1, 2], {"sub": "x", "role": "admin"}, {**good, "sub": 5}, {**good, "exp": True},
+                   {"sub": "x", "role": "admin", "exp": 9_999_999_999},  # the old claims: no user id, no jti
+                   {**good, "uid": "1"}, {**good, "gen": None}, {**good, "uid": False}, {**good, "jti": ""},
+                   {**good, "jti": "a" * 33}, {k: v for k, v in good.items() if k != "gen"}, "text"):
         body = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
         sig = base64.urlsafe_b64encode(hmac.new(KEY, body.encode(), hashlib.sha256).digest()).decode().rstrip("=")
         with pytest.raises(AuthError, match="malformed"):
@@ -122,7 +132,7 @@ def test_arbitrary_token_text_raises_only_auth_error(text: str) -> None:
 
 def test_unknown_role_cannot_get_a_token() -> None:
     with pytest.raises(AuthError):
-        issue_token(KEY, "x", "root", ttl_s=60, now=NOW)
+        issue_token(KEY, "x", "root", uid=1, gen=0, ttl_s=60, now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +147,45 @@ def test_unknown_role_cannot_get_a_token() -> None:
 def test_simple_passwords_are_refused(password: str, reason: str) -> None:
     with pytest.raises(PasswordPolicyError, match=reason):
         check_password_policy(password, "alice")
+
+
+@pytest.mark.parametrize(
+    "password",
+    # the issue's examples (pass the old floor rules), l33t and Turkish variants of common words
+    ["Password1234", "qwerty123456", "Summer2026!!", "P@ssw0rd2026!", "Fenerbahce1907", "2026Istanbul!",
+     "Welcome-2026-", "Letmein!2026"],
+)
+def test_common_passwords_with_decoration_are_refused(password: str) -> None:
+    check_old_floor(password)  # each passes the rules the policy had before issue 7 ...
+    with pytest.raises(PasswordPolicyError, match="common password"):  # ... and is refused now
+        check_password_policy(password, "alice")
+
+
+def test_weak_passwords_off_the_list_are_refused_by_the_estimator() -> None:
+    """Keyboard walks, sequences and dates are not in any list but zxcvbn knows their patterns."""
+    for password in ("Abcd1234abcd", "Abcdef123456"):
+        check_old_floor(password)
+        with pytest.raises(PasswordPolicyError, match="too easy to guess"):
+            check_password_policy(password, "alice")
+
+
+def test_strong_passwords_pass() -> None:
+    """A generated password, a long random passphrase (4 words from a list, like diceware), a mixed phrase."""
+    import secrets
+
+    words = ["staple", "orbit", "candle", "meadow", "quartz", "lantern", "ferry", "saddle", "pebble", "thistle",
+             "harbor", "walnut", "cobalt", "mural", "tundra", "violet"]
+    phrase = " ".join(secrets.choice(words) for _ in range(5)) + " " + secrets.choice(words).upper()
+    for password in (generate_password(), phrase, "Kestrel-window-2026", "staple orbit candle meadow"):
+        check_password_policy(password, "alice")
+
+
+def check_old_floor(password: str) -> None:
+    """The pre-issue-7 rules, restated independently: >= 12 characters, >= 5 distinct, >= 2 classes."""
+    assert len(password) >= 12 and len(set(password)) >= 5
+    classes = (any(c.islower() for c in password) + any(c.isupper() for c in password)
+               + any(c.isdigit() for c in password) + any(not c.isalnum() for c in password))
+    assert classes >= 2
 
 
 def test_generated_passwords_pass_the_policy_and_differ() -> None:

@@ -22,11 +22,12 @@ TR = timezone(timedelta(hours=3))
 T0 = datetime(2026, 6, 1, 0, 0, tzinfo=TR).astimezone(UTC)
 NOW = T0 + timedelta(hours=3)
 STD = d.standard_directives()
+PASSWORD = "Pw7-0001"  # each simulated meter's own P1 password, configured explicitly (no built-in default)
 
 
 def sim(brand_key: str, kind: str, serial: str, address: str = "") -> SimMeter:
     model = MeterModel(serial, kind, T0, load=ConstantLoad(2000), initial_wh=1_000_000)
-    return SimMeter(model, brand(brand_key), address=address)
+    return SimMeter(model, brand(brand_key), address=address, password=PASSWORD)
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_meter_speed_is_used_when_the_cap_is_higher(tcp_pair) -> None:
 
 def test_short_read_and_read_answer(tcp_pair) -> None:  # covers HES-36, HES-47
     server, meter = tcp_pair
-    result = run(server, "short-read", password="12345678")
+    result = run(server, "short-read", password=PASSWORD)
     assert result.params["meter_serial"] == "70000001"
     body = read_response(meter={"flag": "MKL", "serialNumber": "70000001"}, directive=STD["short-read"],
                          result=result, read_date=NOW)
@@ -100,13 +101,13 @@ def test_wrong_password_fails_at_the_auth_step(tcp_pair) -> None:
 
 def test_load_profile_by_range_and_time_set(tcp_pair) -> None:  # covers AMR-5, HES-35
     server, meter = tcp_pair
-    result = run(server, "load-profile", password="12345678", start="2606010100", end="2606010200")
+    result = run(server, "load-profile", password=PASSWORD, start="2606010100", end="2606010200")
     profile = iec.parse_load_profile(result.buffers["data"])
     # kombi: 15-minute periods; 01:00..02:00 inclusive = 5 rows of 2 kW * 15 min = 0.500 kWh
     assert [t for t, _ in profile.entries()] == [datetime(2026, 6, 1, 1, 0) + timedelta(minutes=15 * i)
                                                  for i in range(5)]
     assert {row[0].value for _, row in profile.entries()} == {"0.500"}
-    result = run(server, "time-set", password="12345678", time="12:30:00", date="26-06-02")
+    result = run(server, "time-set", password=PASSWORD, time="12:30:00", date="26-06-02")
     assert meter.model.meter_time().replace(tzinfo=None) == datetime(2026, 6, 2, 12, 30)
     body = read_response(meter={"flag": "MKL", "serialNumber": "70000001"}, directive=STD["time-set"],
                          result=result, read_date=NOW)
@@ -290,7 +291,7 @@ def test_head_end_accepts_what_the_gateway_sends(tcp_pair, name) -> None:  # cov
     from osos.protocols import mass
 
     server, meter = tcp_pair
-    result = run(server, name, password="12345678", time="03:00:00", date="26-06-01", start="", end="")
+    result = run(server, name, password=PASSWORD, time="03:00:00", date="26-06-01", start="", end="")
     body = read_response(meter={"flag": "MKL", "serialNumber": "70000001"}, directive=STD[name], result=result,
                          read_date=NOW)
     device = mass.Device("OSS", "0000000001")

@@ -15,10 +15,13 @@ TR = timezone(timedelta(hours=3))
 T0 = datetime(2026, 5, 4, 0, 0, tzinfo=TR).astimezone(UTC)
 
 
+PASSWORD = "Sim-4711"  # a simulated meter's own P1 password, configured explicitly (no built-in default)
+
+
 def sim(brand_key: str = "elektromed", kind: str = "three-phase", serial: str = "40012345", watts: int = 1500,
-        initial_wh: int = 15_214_234, address: str = "") -> SimMeter:
+        initial_wh: int = 15_214_234, address: str = "", password: str = PASSWORD) -> SimMeter:
     model = MeterModel(serial, kind, T0, load=ConstantLoad(watts), initial_wh=initial_wh)
-    return SimMeter(model, brand(brand_key), address=address)
+    return SimMeter(model, brand(brand_key), address=address, password=password)
 
 
 def session(*meters: SimMeter, at: datetime = T0) -> IecPortSession:
@@ -58,7 +61,7 @@ def test_energy_is_printed_with_leading_zeros_and_three_decimals() -> None:  # c
 
 def test_bad_brand_file_is_refused() -> None:
     good = {
-        "name": "X", "flag": "XYZ", "max_baud": 9600, "password": "1", "date_format": "%y", "time_format": "%H",
+        "name": "X", "flag": "XYZ", "max_baud": 9600, "date_format": "%y", "time_format": "%H",
         "stamp_format": "%H", "energy_int_digits": 6, "demand_int_digits": 2,
         "kinds": {k: {"model": "M", "registers": ["1.8.0"]} for k in ("single-phase", "three-phase", "kombi")},
     }
@@ -141,7 +144,7 @@ def test_programming_mode_password_read_write_break() -> None:  # covers AMR-1, 
     assert p0 == iec.Command("P0", "(55500011)")
     assert payload(s.feed(iec.read_request("0.9.1"))) == iec.build_data_message("(ER01)")  # no password yet
     assert payload(s.feed(iec.password("wrong"))) == iec.build_data_message("(ER01)")
-    assert payload(s.feed(iec.password("12345678"))) == iec.ACK
+    assert payload(s.feed(iec.password(PASSWORD))) == iec.ACK
     answer = iec.parse_data_message(payload(s.feed(iec.read_request("0.9.1"))))
     assert answer.lines[0] == iec.DataLine("0.9.1", (iec.DataValue("01:00:00"),))
     assert payload(s.feed(iec.write_request("0.9.1", "13:14:15"))) == iec.ACK
@@ -159,7 +162,7 @@ def test_load_profile_by_range() -> None:  # covers AMR-5
     m = sim("elektromed", "single-phase", watts=1200)
     s = session(m, at=T0 + timedelta(days=1))
     _programming(s)
-    s.feed(iec.password("00000000"))
+    s.feed(iec.password(PASSWORD))
     frame = payload(s.feed(iec.load_profile_request(1, "2605040300", "2605040500")))
     profile = iec.parse_load_profile(frame)
     entries = profile.entries()
@@ -173,10 +176,11 @@ def test_load_profile_by_range() -> None:  # covers AMR-5
 
 
 def test_kombi_keeps_a_reactive_load_profile_2_and_others_do_not() -> None:  # covers AMR-5
-    kombi = SimMeter(MeterModel("1", "kombi", T0, load=ConstantLoad(2000), reactive_per_mille=300), brand("makel"))
+    kombi = SimMeter(MeterModel("1", "kombi", T0, load=ConstantLoad(2000), reactive_per_mille=300), brand("makel"),
+                     password=PASSWORD)
     s = session(kombi, at=T0 + timedelta(hours=1))
     _programming(s)
-    s.feed(iec.password("12345678"))
+    s.feed(iec.password(PASSWORD))
     p1 = iec.parse_load_profile(payload(s.feed(iec.load_profile_request(1, "", ""))))
     p2 = iec.parse_load_profile(payload(s.feed(iec.load_profile_request(2, "", ""))))
     assert p1.blocks[0].channels == (("1.29.0", "kWh"), ("2.29.0", "kWh"))
@@ -187,5 +191,5 @@ def test_kombi_keeps_a_reactive_load_profile_2_and_others_do_not() -> None:  # c
     mono = sim("elektromed", "single-phase")
     s = session(mono, at=T0 + timedelta(hours=2))
     _programming(s)
-    s.feed(iec.password("00000000"))
+    s.feed(iec.password(PASSWORD))
     assert iec.parse_reply(payload(s.feed(iec.load_profile_request(2, "", "")))) == iec.MeterErrorReply("ER02")

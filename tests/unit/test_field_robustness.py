@@ -14,12 +14,13 @@ from osos.field.meters.model import MeterModel
 from osos.protocols import iec62056_21 as iec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+PASSWORD = "Fz-12ab!"  # the simulated meter's own password, configured explicitly (no built-in default)
 
 # byte soup biased towards the protocol's own characters, so the fuzz reaches the deeper states
 PROTOCOL_BYTES = st.lists(
     st.one_of(
         st.sampled_from([b"/?!\r\n", b"\x06051\r\n", b"\x06050\r\n", b"\x01", b"\x02", b"\x03", b"\x15",
-                         iec.password("00000000"), iec.read_request("1.8.0"), iec.break_command(),
+                         iec.password(PASSWORD), iec.read_request("1.8.0"), iec.break_command(),
                          iec.load_profile_request(1, "", "")]),
         st.binary(max_size=40),
     ),
@@ -30,7 +31,7 @@ PROTOCOL_BYTES = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(PROTOCOL_BYTES)
 def test_meter_session_never_raises(chunks: list[bytes]) -> None:
-    meter = SimMeter(MeterModel("1", "kombi", T0), brand("elektromed"))
+    meter = SimMeter(MeterModel("1", "kombi", T0), brand("elektromed"), password=PASSWORD)
     session = IecPortSession([meter], clock=lambda: T0)
     for chunk in chunks:
         for baud, out in session.feed(chunk):

@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 from osos.protocols import mbus, wmbus
 from osos.protocols.mbus_records import MBusError, decode_records
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "libmbus" / "test" / "test-frames"
-FRAMES = [mbus.read_input(p.read_bytes()) for p in sorted(CORPUS.glob("*.hex"))] or [
-    bytes.fromhex("6806066808017278563412E816")
-]
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "libmbus" / "test-frames"  # vendored (BSD-3)
+FRAMES = [mbus.read_input(p.read_bytes()) for p in sorted(CORPUS.glob("*.hex"))]
+assert FRAMES, f"vendored libmbus frames missing under {CORPUS}"
 OMS = bytes.fromhex("2E4493157856341233037A2A0000002F2F0C1427048502046D32371F1502FD1700002F2F2F2F2F2F2F2F2F2F2F2F2F")
 KEY = bytes.fromhex("0102030405060708090A0B0C0D0E0F11")
 

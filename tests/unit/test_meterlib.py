@@ -27,10 +27,16 @@ def test_lookup_by_flag_and_model_and_the_generic_fallback() -> None:
                                                                               "7E1")
 
 
-def test_no_secrets_in_dlms_profiles() -> None:
+def test_no_secrets_in_any_profile() -> None:  # issue 7: no built-in meter password (HES-56)
+    assert not hasattr(ml.MeterProfile, "password")
     for p in ml.load_library().values():
-        if p.protocol == "dlms":
-            assert p.password == "", p.key  # the inventory gives each meter its secret
+        assert not hasattr(p, "password"), p.key  # the gateway's secret store gives each meter its secret
+    good = {"name": "X", "flag": "XYZ", "protocol": "iec62056-21", "source": "s", "init_baud": 300, "max_baud": 9600,
+            "framing": "7E1", "auth": "p1", "short_read": ["1.8.0"]}
+    assert ml.parse_profile("x", good).auth == "p1"
+    for key in ("password", "ek", "ak"):
+        with pytest.raises(ml.MeterLibraryError, match=f"'{key}' not allowed"):
+            ml.parse_profile("x", {**good, key: "00000000"})
 
 
 def test_simulated_brands_still_load_from_the_same_files() -> None:

@@ -2,7 +2,8 @@
 library shared with ``osos.meterlib``) and how a brand prints each OBIS register.
 
 A new brand is a TOML file, not code (AMR-7). The profile fixes the flag code, the highest baud rate, the
-register set per meter kind (AMR-2, AMR-3) and the number formats (leading zeros, 3 decimals).
+register set per meter kind (AMR-2, AMR-3) and the number formats (leading zeros, 3 decimals). It holds no
+password: each simulated meter has its own (``SimMeter.password``), as a real meter would.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ class BrandProfile:
     name: str
     flag: str
     max_baud: int
-    password: str
     date_format: str
     time_format: str
     stamp_format: str
@@ -112,7 +112,6 @@ def _parse(key: str, data: dict) -> BrandProfile:
             name=str(data["name"]),
             flag=str(data["flag"]),
             max_baud=int(data["max_baud"]),
-            password=str(data["password"]),
             date_format=str(data["date_format"]),
             time_format=str(data["time_format"]),
             stamp_format=str(data["stamp_format"]),

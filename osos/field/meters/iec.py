@@ -12,6 +12,7 @@ password, ER02 unknown address, ER03 bad value.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,13 +26,20 @@ INITIAL_BAUD = 300
 MAX_PENDING = 4096  # bytes buffered while waiting for a complete frame; more is line noise
 
 
+def random_password() -> str:
+    """A fresh P1 password of 8 characters (IEC 62056-21 leaves the format to the maker)."""
+    return secrets.token_hex(4).upper()
+
+
 @dataclass
 class SimMeter:
-    """One simulated meter: its physics (model), its brand's way of speaking and its bus address."""
+    """One simulated meter: its physics (model), its brand's way of speaking, its bus address and its own P1
+    password (random unless given: no factory default shared by every meter, issue 7)."""
 
     model: MeterModel
     brand: BrandProfile
     address: str = ""
+    password: str = field(default_factory=random_password, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
@@ -249,7 +257,7 @@ class IecPortSession:
             self.reset()
             return []
         if cmd.command == "P1":
-            if cmd.data == f"({meter.brand.password})":
+            if meter.password and cmd.data == f"({meter.password})":
                 self.authorized = True
                 return [(self.baud, iec.ACK)]
             return [(self.baud, self._error("ER01"))]

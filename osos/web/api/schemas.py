@@ -151,3 +151,43 @@ class Order(BaseModel):
     finished_at: datetime | None
     result: Any = None
     error: str | None
+
+
+# --------------------------------------------------------------------------------------- users (HES-56, HES-60)
+
+UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="user id")]
+Role = Literal["admin", "operator", "viewer"]
+
+
+class User(BaseModel):
+    id: int
+    username: str
+    role: str
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime | None
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=64, pattern=NO_CONTROL)
+    role: Role
+    password: str | None = Field(None, min_length=1, max_length=1024,
+                                 description="omit to have a strong one generated and returned once")
+
+
+class UserCreated(User):
+    password: str | None = Field(None, description="the generated password, shown only in this answer")
+
+
+class UserPatch(BaseModel):
+    role: Role | None = None
+    disabled: bool | None = Field(None, description="true ends every session of the user")
+
+
+class PasswordSet(BaseModel):
+    password: str | None = Field(None, min_length=1, max_length=1024,
+                                 description="omit to have a strong one generated and returned once")
+
+
+class PasswordResult(BaseModel):
+    password: str | None = Field(None, description="the generated password, shown only in this answer")

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
-from osos.auth import FAILED_LOGIN, AuthError, Principal, authenticate, issue_token, verify_token
+from osos.auth import FAILED_LOGIN, AuthError, Principal, authenticate, issue_token, revoke_token, verify_token
 from osos.store import queries
 from osos.store.db import utcnow
 from osos.web.api.schemas import MAX_ID, NO_CONTROL, MeterIdPath, ModemIdPath
@@ -92,8 +92,8 @@ def login_submit(
                             max_age=3600, path="/login")
         return response
     settings = request.app.state.settings
-    token, _ = issue_token(request.app.state.secret, principal.username, principal.role,
-                           ttl_s=settings.token_ttl_s, now=utcnow())
+    token, _ = issue_token(request.app.state.secret, principal.username, principal.role, uid=principal.user_id,
+                           gen=principal.token_generation, ttl_s=settings.token_ttl_s, now=utcnow())
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request),
                         max_age=int(settings.token_ttl_s), path="/")
@@ -103,15 +103,20 @@ def login_submit(
 
 @router.post("/logout")
 def logout(request: Request, csrf_token: str = Form("")) -> Response:
-    """Drops the session cookie; the CSRF token stops other sites from logging a user out."""
+    """Revokes the session's token server-side (a copied cookie is dead too) and drops the cookie; the CSRF token
+    stops other sites from logging a user out."""
     token = request.cookies.get(SESSION_COOKIE, "")
+    claims = None
     if token:
         try:
-            verify_token(request.app.state.secret, token, now=utcnow())
+            claims = verify_token(request.app.state.secret, token, now=utcnow())
         except AuthError:
             token = ""  # an expired session: nothing to protect, just clear the cookie
     if token and not hmac.compare_digest(csrf_token.encode(), csrf_token_for(request.app.state.secret, token).encode()):
         raise HTTPException(403, "missing or wrong CSRF token")
+    if claims is not None:
+        with request.app.state.engine.begin() as conn:
+            revoke_token(conn, claims, now=utcnow())
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
