@@ -118,7 +118,8 @@ class RunBroker:
         """A test-only wiretap account that may read everything under this root (uplink and downlink, plain and
         mounted) and publish downlinks: for tests asserting what crosses the broker. Not a role OSOS issues."""
         if ("tap", root) not in self._roots:
-            acls = [{"acltype": "subscribePattern", "topic": t, "priority": 0, "allow": True}
+            acls = [{"acltype": acltype, "topic": t, "priority": 0, "allow": True}
+                    for acltype in ("subscribePattern", "publishClientReceive")
                     for t in (f"{root}/#", f"plain/{root}/#")]
             acls += [{"acltype": "publishClientSend", "topic": t, "priority": 0, "allow": True}
                      for t in (f"{root}/server/#", f"plain/{root}/server/#")]

@@ -17,9 +17,10 @@ authentication; the interface OSOS needs is small: create, disable, enable, rota
 ACLs (see docs/protocol.md for the topic layout; ``ROOT`` is the topic root):
 
 * device ``FLAGSERIAL`` (non-legacy): publish ``ROOT/device/FLAG/SERIAL/to_server`` and ``.../emergency``,
-  subscribe ``ROOT/server/FLAG/SERIAL/to_device``; nothing else. A legacy-marked device gets the shared
-  ``ROOT/device/to_server`` / ``ROOT/server/to_device`` instead (its header is then checked by the head-end).
-* ``osos-headend``: subscribe to every uplink/emergency filter, publish every downlink.
+  subscribe to and receive ``ROOT/server/FLAG/SERIAL/to_device``; nothing else (deny by default, receiving too).
+  A legacy-marked device gets the shared ``ROOT/device/to_server`` / ``ROOT/server/to_device`` instead (its
+  header is then checked by the head-end).
+* ``osos-headend``: subscribe to and receive every uplink/emergency filter, publish every downlink.
 
 Each rule exists twice, plain and with the ``plain/`` mount point, because Mosquitto checks ACLs against the
 mounted topic for clients of the plain listener (HES-54: the head-end tells TLS from plain sessions by it).
@@ -86,7 +87,8 @@ def device_acls(topics: mass.Topics, device: mass.Device, legacy: bool) -> list[
     else:
         send, sub = [topics.uplink(device), topics.emergency(device)], [topics.downlink(device)]
     acls = [{"acltype": "publishClientSend", "topic": t, "priority": 0, "allow": True} for t in _both(send)]
-    acls += [{"acltype": "subscribePattern", "topic": t, "priority": 0, "allow": True} for t in _both(sub)]
+    acls += [{"acltype": acltype, "topic": t, "priority": 0, "allow": True}
+             for acltype in ("subscribePattern", "publishClientReceive") for t in _both(sub)]
     return acls
 
 
@@ -95,6 +97,7 @@ def headend_acls(topics: mass.Topics) -> list[dict[str, Any]]:
     filters = _both([*topics.uplink_filters, topics.emergency_filter])
     subs = filters + [f"$share/+/{f}" for f in filters]
     acls = [{"acltype": "subscribePattern", "topic": t, "priority": 0, "allow": True} for t in subs]
+    acls += [{"acltype": "publishClientReceive", "topic": t, "priority": 0, "allow": True} for t in filters]
     acls += [{"acltype": "publishClientSend", "topic": t, "priority": 0, "allow": True}
              for t in _both([f"{topics.root}/server/#"])]
     return acls
@@ -108,12 +111,18 @@ def admin_acls() -> list[dict[str, Any]]:
     ]
 
 
+# Deny by default, receiving included: Mosquitto checks "receive" for each subscriber at delivery time, so even a
+# client that takes over another account's session (same client id, its persisted subscriptions) gets nothing it
+# is not granted itself.
+DEFAULT_ACL_ACCESS = {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
+                      "unsubscribe": True}
+
+
 def write_initial_config(path: Path, admin_username: str, admin_password: str) -> None:
     """The dynsec file for a broker OSOS starts itself: only the admin account, everything else denied by default.
     Written once (0600); afterwards the plugin owns the file and OSOS changes it through commands."""
     config = {
-        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": True, "subscribe": False,
-                             "unsubscribe": True},
+        "defaultACLAccess": DEFAULT_ACL_ACCESS,
         "clients": [{"username": admin_username, "textname": "OSOS broker administration",
                      "roles": [{"rolename": ADMIN_ROLE}], **pbkdf2_entry(admin_password)}],
         "groups": [],
@@ -197,7 +206,10 @@ class DynSecAdmin:
 
     # -- the small interface OSOS needs ----------------------------------------------------------------------
     def ensure_headend(self, topics: mass.Topics, username: str, password: str) -> None:
-        """The head-end's account and role for this topic root; idempotent (sets the password again)."""
+        """The head-end's account and role for this topic root; idempotent (sets the password again). Also
+        (re)asserts deny-by-default, for a broker whose dynsec file was written by someone else."""
+        acl_access = [{"acltype": k, "allow": v} for k, v in DEFAULT_ACL_ACCESS.items()]
+        self.run("setDefaultACLAccess", acls=acl_access)
         self.run("createRole", ok_errors=("already exists",), rolename=HEADEND_ROLE)
         for acl in headend_acls(topics):
             self.run("addRoleACL", ok_errors=("already exists",), rolename=HEADEND_ROLE, **acl)

@@ -237,3 +237,55 @@ def test_the_headend_may_subscribe_with_a_share_group_but_devices_may_not_listen
         assert all(code.is_failure for code in got.get(timeout=5)), pattern
     client.disconnect()
     client.loop_stop()
+
+
+def test_taking_over_another_devices_session_yields_none_of_its_downlink(mqtt_broker, topic_prefix) -> None:
+    """MQTT lets a client with the same client id take over a session (Mosquitto does not compare usernames):
+    with receive permissions denied by default, A inheriting B's persisted subscription still gets nothing."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    topics = mass.Topics(topic_prefix)
+    a, b = mass.Device("OSS", "7000000071"), mass.Device("OSS", "7000000072")
+    creds_a = mqtt_broker.device(topic_prefix, a.flag, a.serial)
+    creds_b = mqtt_broker.device(topic_prefix, b.flag, b.serial)
+    shared_id = f"victim-{uuid.uuid4().hex[:8]}"
+
+    def session(creds) -> tuple[mqtt.Client, queue.Queue[bytes]]:  # type: ignore[no-untyped-def]
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                             client_id=shared_id)
+        client.username_pw_set(creds.username, creds.password)
+        got: queue.Queue[bytes] = queue.Queue()
+        client.on_message = lambda c, u, m: got.put(bytes(m.payload))
+        subscribed = threading.Event()
+        client.on_subscribe = lambda *args: subscribed.set()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        client.connect(mqtt_broker.host, mqtt_broker.plain_port, clean_start=False, properties=props)
+        client.loop_start()
+        return client, got
+
+    victim, _ = session(creds_b)
+    granted: queue.Queue[list[Any]] = queue.Queue()
+    victim.on_subscribe = lambda c, u, mid, codes, props: granted.put(codes)
+    deadline = time.monotonic() + 5
+    while not victim.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.subscribe(topics.downlink(b), qos=1)
+    assert not any(code.is_failure for code in granted.get(timeout=5))
+    victim.disconnect()
+    victim.loop_stop()
+    thief, stolen = session(creds_a)  # same client id, A's own account: the broker resumes B's session
+    deadline = time.monotonic() + 5
+    while not thief.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    view = HeadendView(mqtt_broker, topic_prefix)
+    try:
+        view.client.publish("plain/" + topics.downlink(b), b"for-b-only", qos=1).wait_for_publish(5)
+        view.client.publish("plain/" + topics.downlink(a), b"for-a", qos=1).wait_for_publish(5)
+        time.sleep(0.5)
+        assert [stolen.get_nowait() for _ in range(stolen.qsize())] == []  # A never subscribed to its own either
+    finally:
+        thief.disconnect()
+        thief.loop_stop()
+        view.close()
