@@ -73,11 +73,13 @@ class RunBroker:
             self.admin.ensure_headend(mass.Topics(root), self.headend_username, self.headend_password)
             self._roots.add(root)
 
-    def device(self, root: str, flag: str, serial: str, legacy: bool = False):  # type: ignore[no-untyped-def]
+    def device(self, root: str, flag: str, serial: str, legacy: bool = False,  # type: ignore[no-untyped-def]
+               client_id: str | None = None):
         """Broker account and role for one device (no inventory row; see the ``provision`` fixture)."""
         from osos.protocols import mass
 
-        return self.admin.add_device(mass.Topics(root), mass.Device(flag, serial), legacy=legacy, replace=True)
+        return self.admin.add_device(mass.Topics(root), mass.Device(flag, serial), legacy=legacy, replace=True,
+                                     client_id=client_id)
 
     def gateway_kwargs(self, creds, tls: bool = DEVICE_TLS) -> dict:  # type: ignore[no-untyped-def]
         """GatewayConfig broker fields for a device account."""

@@ -70,6 +70,9 @@ def register(app: typer.Typer) -> None:
         serial: str = typer.Argument(..., help="Serial number."),
         legacy: bool = typer.Option(False, "--legacy", help="Allow the shared MASS topics (devices that cannot use "
                                                             "per-device topics); the header must still match."),
+        client_id: str | None = typer.Option(None, "--client-id", help="Bind the account to this MQTT client id "
+                                                                        "(then no other device can take over "
+                                                                        "its session); OSOS gateways: osos-gw-…"),
         data_dir: Path | None = data_dir_opt,
     ) -> None:
         """Add a modem and print its broker username and password (shown only this once)."""
@@ -79,7 +82,7 @@ def register(app: typer.Typer) -> None:
 
         creds = _run(data_dir, lambda s, engine, admin: provision_modem(
             engine, admin, mass.Topics(s.topic_root), flag, serial, legacy=legacy, by=f"cli:{getpass.getuser()}",
-            now=utcnow()))
+            now=utcnow(), client_id=client_id))
         typer.echo(f"modem {flag}{serial} provisioned{' (legacy shared topics)' if legacy else ''}")
         typer.echo(f"broker username: {creds.username}")
         typer.echo(f"broker password (shown only now): {creds.password}")

@@ -185,6 +185,12 @@ class GatewayConfig:
     broker_key: Path | None = None
 
 
+def gateway_client_id(flag: str, serial: str, topic_root: str) -> str:
+    """The gateway's MQTT client id: one identity per topic root, so two deployments (or test runs) on one broker
+    never take over each other's session. Provisioning can bind the broker account to it (HES-4)."""
+    return f"osos-gw-{flag}{serial}-{zlib.crc32(topic_root.encode()):08x}"
+
+
 @dataclass
 class _Job:
     kind: str  # "request", "push", "identify"
@@ -241,9 +247,7 @@ class Gateway:
         protocol = mqtt.MQTTv5 if self.config.mqtt_protocol == "v5" else mqtt.MQTTv311
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            # one identity per topic root: two deployments (or test runs) on one broker never take over each
-            # other's session
-            client_id=f"osos-gw-{self.config.flag}{self.config.serial}-{zlib.crc32(self.config.topic_root.encode()):08x}",
+            client_id=gateway_client_id(self.config.flag, self.config.serial, self.config.topic_root),
             protocol=protocol,
         )
         if self.config.broker_username:

@@ -223,8 +223,10 @@ class DynSecAdmin:
             self.run("enableClient", username=username)
 
     def add_device(self, topics: mass.Topics, device: mass.Device, *, legacy: bool = False,
-                   password: str | None = None, replace: bool = False) -> Credentials:
-        """Create the device's role and account; ``replace`` first deletes an existing one (tests reuse names)."""
+                   password: str | None = None, replace: bool = False, client_id: str | None = None) -> Credentials:
+        """Create the device's role and account; ``replace`` first deletes an existing one (tests reuse names).
+        ``client_id`` binds the account to that MQTT client id: the device cannot then use another one, so it
+        cannot take over (and knock off) another device's session."""
         check_identity(device.flag, device.serial)
         username, role = device.key, DEVICE_ROLE_PREFIX + device.key
         if replace:
@@ -233,8 +235,9 @@ class DynSecAdmin:
         acls = device_acls(topics, device, legacy)
         self.run("createRole", rolename=role, textname=f"topics of {username}", acls=acls)
         try:
+            bound = {"clientid": client_id} if client_id else {}
             self.run("createClient", username=username, password=password, textname=f"modem {username}",
-                     roles=[{"rolename": role}])
+                     roles=[{"rolename": role}], **bound)
         except ProvisioningError:
             self.run("deleteRole", ok_errors=("not found",), rolename=role)
             raise
@@ -273,6 +276,9 @@ SERIAL_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")  # slip into an ACL topic or a
 RESERVED_USERNAMES = frozenset({"osos-headend", "osos-admin"})
 
 
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
 def check_identity(flag: str, serial: str) -> None:
     if not FLAG_RE.match(flag) or not SERIAL_RE.match(serial):
         raise ProvisioningError("flag must be 3 letters and serial 1-32 of A-Z a-z 0-9 . _ -")
@@ -287,17 +293,20 @@ def _audit(conn: Any, message: str, by: str, now: Any, **detail: Any) -> None:
 
 
 def provision_modem(engine: Any, admin: DynSecAdmin, topics: mass.Topics, flag: str, serial: str, *,
-                    legacy: bool = False, by: str, now: Any, replace: bool = False) -> Credentials:
+                    legacy: bool = False, by: str, now: Any, replace: bool = False,
+                    client_id: str | None = None) -> Credentials:
     """Inventory row and broker account together: the row commits only when the broker accepted the account."""
     from osos.headend.inventory import register_modem
 
     check_identity(flag, serial)
+    if client_id is not None and not CLIENT_ID_RE.match(client_id):
+        raise ProvisioningError("client id must be 1-64 of A-Z a-z 0-9 . _ : -")
     device = mass.Device(flag, serial)
     with engine.begin() as conn:
         register_modem(conn, flag, serial, legacy=legacy, by=by, now=now)
         _audit(conn, f"modem {device.key} provisioned{' (legacy topics)' if legacy else ''}", by, now,
                modem=device.key)
-        return admin.add_device(topics, device, legacy=legacy, replace=replace)
+        return admin.add_device(topics, device, legacy=legacy, replace=replace, client_id=client_id)
 
 
 def _modem_row(conn: Any, flag: str, serial: str) -> Any:

@@ -289,3 +289,40 @@ def test_taking_over_another_devices_session_yields_none_of_its_downlink(mqtt_br
         thief.disconnect()
         thief.loop_stop()
         view.close()
+
+
+def test_an_account_bound_to_its_client_id_cannot_knock_another_device_off(mqtt_broker, topic_prefix) -> None:
+    """Provisioned with ``client_id`` (the demo binds every gateway so), A can use no other client id: it can
+    neither take over B's session nor disconnect B by reusing B's id."""
+    a_id, b_id = f"gw-a-{uuid.uuid4().hex[:6]}", f"gw-b-{uuid.uuid4().hex[:6]}"
+    creds_a = mqtt_broker.device(topic_prefix, "OSS", "7000000081", client_id=a_id)
+    creds_b = mqtt_broker.device(topic_prefix, "OSS", "7000000082", client_id=b_id)
+
+    def login(creds, client_id: str) -> tuple[mqtt.Client, Any]:  # type: ignore[no-untyped-def]
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                             client_id=client_id)
+        client.username_pw_set(creds.username, creds.password)
+        client.tls_set(ca_certs=str(mqtt_broker.ca))
+        done, result = threading.Event(), []
+        client.on_connect = lambda c, u, f, rc, p: (result.append(rc), done.set())
+        client.on_disconnect = lambda *args: done.set()
+        client.connect(mqtt_broker.host, mqtt_broker.tls_port)
+        client.loop_start()
+        done.wait(10)
+        return client, (result[0] if result else None)
+
+    victim, rc = login(creds_b, b_id)
+    assert ok(rc), rc
+    try:
+        thief, rc = login(creds_a, b_id)
+        thief.loop_stop()
+        assert not ok(rc)  # A may not use B's id ...
+        time.sleep(0.3)
+        assert victim.is_connected()  # ... and B was not disconnected by the attempt
+        own, rc = login(creds_a, a_id)
+        assert ok(rc), rc
+        own.disconnect()
+        own.loop_stop()
+    finally:
+        victim.disconnect()
+        victim.loop_stop()

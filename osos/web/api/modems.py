@@ -38,6 +38,8 @@ class ModemCreate(BaseModel):
     flag: str = Field(pattern=r"^[A-Za-z]{3}$", description="flag code, 3 letters")
     serial: str = Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")
     legacy: bool = Field(False, description="allow the shared MASS topics (the header must still match)")
+    client_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,64}$",
+                                  description="bind the broker account to this MQTT client id")
 
 
 class ModemCredentials(BaseModel):
@@ -76,7 +78,8 @@ def create_modem(body: ModemCreate, request: Request, principal: Principal = Dep
     admin = _admin(request)
     try:
         creds = provision_modem(engine, admin, mass.Topics(request.app.state.settings.topic_root), body.flag,
-                                body.serial, legacy=body.legacy, by=principal.username, now=utcnow())
+                                body.serial, legacy=body.legacy, by=principal.username, now=utcnow(),
+                                client_id=body.client_id)
     except ModemExists as exc:
         raise HTTPException(409, str(exc)) from None
     except ProvisioningError as exc:
