@@ -258,3 +258,47 @@ def test_demo_broker_needs_accounts_uses_tls_and_says_where_it_is(demo) -> None:
     password = re.search(r"password \(shown only now\): (\S+)", made.stdout).group(1)  # type: ignore[union-attr]
     rc = _mqtt_connect(broker["host"], broker["tls_port"], "ABCE2E0001", password, True, broker["ca"])
     assert not rc.is_failure, rc  # type: ignore[attr-defined]
+
+
+def test_demo_restart_finds_the_same_broker_and_gateway_accounts(demo, tmp_path) -> None:  # covers HES-4
+    """Stopped and started again on the same data dir: the broker comes back on the same ports with the same
+    accounts, the gateways log in with the credentials they kept (no new provisioning) and report again."""
+    import json
+
+    data_dir: Path = demo["data_dir"]
+    before = json.loads((data_dir / "demo.json").read_text())
+    creds = {p: p.read_bytes() for p in (data_dir / "fleet").glob("*/broker-credentials.json")}
+    assert len(creds) == 10
+    demo["proc"].send_signal(signal.SIGTERM)
+    assert demo["proc"].wait(30) == 0
+    restarted_at = datetime.now(UTC)
+    with open(tmp_path / "demo2.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "osos.cli.main", "demo", "--port", str(demo["port"]), "--data-dir",
+             str(data_dir), "--gateways", "10"],
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            base = f"http://127.0.0.1:{demo['port']}"
+            _wait(lambda: httpx.get(f"{base}/healthz", timeout=2).status_code == 200, 60, "the web again")
+            assert json.loads((data_dir / "demo.json").read_text()) == before  # same ports, same CA path
+            assert {p: p.read_bytes() for p in creds} == creds  # the gateways kept their passwords
+            client = httpx.Client(base_url=base, timeout=10)
+            token = client.post("/api/v1/auth/token",
+                                json={"username": "admin", "password": demo["password"]}).json()["access_token"]
+            client.headers["Authorization"] = f"Bearer {token}"
+
+            def all_back() -> list | None:
+                modems = client.get("/api/v1/modems").json()
+                fresh = [m for m in modems if m["last_seen_at"]
+                         and datetime.fromisoformat(m["last_seen_at"].replace("Z", "+00:00")) > restarted_at]
+                return modems if len(fresh) == 10 else None
+
+            modems = _wait(all_back, 60, "all ten gateways reporting after the restart")
+            assert len(modems) == 10  # nobody was provisioned twice
+            assert "first login" not in (tmp_path / "demo2.log").read_text()
+            broker_log = (data_dir / "broker" / "mosquitto.log").read_text()
+            assert "not authorised" not in broker_log.split("Warning: Mosquitto should not be run as root")[-1]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
