@@ -45,9 +45,10 @@ def _wait(predicate, timeout: float, what: str):
 
 
 @pytest.fixture
-def demo(tmp_path: Path):
+def demo(request: pytest.FixtureRequest, tmp_path: Path):
     """The demo with the broker it starts by itself: a private Mosquitto with authentication and TLS (the embedded
-    fallback broker is gone: it could not refuse anonymous clients)."""
+    fallback broker is gone: it could not refuse anonymous clients). Indirect parameters: extra demo options."""
+    extra = list(getattr(request, "param", []))
     port = _free_port()
     data_dir = tmp_path / "demo"
     log_path = tmp_path / "demo.log"
@@ -65,6 +66,7 @@ def demo(tmp_path: Path):
             str(data_dir),
             "--gateways",
             "10",
+            *extra,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -302,3 +304,23 @@ def test_demo_restart_finds_the_same_broker_and_gateway_accounts(demo, tmp_path)
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("demo", [["--no-tls"]], indirect=True)
+def test_demo_without_tls_still_needs_accounts(demo) -> None:  # covers HES-4, HES-54
+    """`--no-tls`: one plain listener without mount point, no CA; gateways still log in with their own accounts."""
+    import json
+
+    data_dir: Path = demo["data_dir"]
+    broker = json.loads((data_dir / "demo.json").read_text())["broker"]
+    assert broker["tls_port"] is None and broker["ca"] is None and broker["plain_mount_point"] is None
+    assert "mount_point" not in (data_dir / "broker" / "mosquitto.conf").read_text()
+    rc = _mqtt_connect(broker["host"], broker["plain_port"], None, None, False)
+    assert getattr(rc, "is_failure", False), rc
+    base = f"http://127.0.0.1:{demo['port']}"
+    client = httpx.Client(base_url=base, timeout=10)
+    token = client.post("/api/v1/auth/token", json={"username": "admin", "password": demo["password"]}).json()
+    client.headers["Authorization"] = f"Bearer {token['access_token']}"
+    modems = _wait(lambda: (m := client.get("/api/v1/modems").json()) and sum(1 for x in m if x["last_seen_at"]) == 10
+                   and m, 60, "ten gateways reporting")
+    assert len(modems) == 10
