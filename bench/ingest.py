@@ -24,8 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sqlalchemy import create_engine  # noqa: E402
 
 from osos.headend.ingest import Incoming, Ingestor  # noqa: E402
+from osos.headend.inventory import ensure_modem  # noqa: E402
 from osos.protocols import mass  # noqa: E402
-from osos.store.db import make_engine, migrate  # noqa: E402
+from osos.store.db import make_engine, migrate, utcnow  # noqa: E402
 
 TOPICS = mass.Topics("mass")
 
@@ -53,6 +54,9 @@ def packet(i: int) -> Incoming:
 def run(url: str, n: int, batch: int) -> float:
     engine = make_engine(url)
     migrate(engine)
+    with engine.begin() as conn:  # ingest refuses unknown devices (issue 7): provision the 500 gateways
+        for g in range(min(n, 500)):
+            ensure_modem(conn, "OSS", f"GW{g:05d}", by="bench", now=utcnow())
     ingestor = Ingestor(engine, TOPICS)
     items = [packet(i) for i in range(n)]
     t0 = time.perf_counter()

@@ -87,7 +87,6 @@ class Settings:
     mqtt_key: Path | None = None
     broker_admin_username: str = "osos-admin"  # dynamic-security admin account, used by provisioning only
     broker_admin_password: str | None = None  # or OSOS_BROKER_ADMIN_PASSWORD_FILE
-    device_tls: bool = False  # devices have a TLS listener; the plain one is mounted at plain/ (HES-54)
     topic_root: str = "mass"
     # MQTT 5 shared subscription group for N head-end workers; empty = plain subscription.
     share_group: str = ""
@@ -95,6 +94,10 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     order_timeout_s: float = 60.0
+    # True when device sessions without the "plain/" mount point are the broker's TLS listener (HES-54)
+    device_tls: bool = False
+    # read dates further than this in the future are flagged and never become the latest value (HES-6)
+    future_skew_s: float = 600.0
     token_ttl_s: int = 8 * 3600
     timezone: str = "Europe/Istanbul"
     # --- web trust boundary (issue 7, accounts): whose X-Forwarded-For to believe, how big a request body may be
@@ -119,13 +122,14 @@ class Settings:
             broker_admin_username=env.get("OSOS_BROKER_ADMIN_USERNAME", "osos-admin"),
             broker_admin_password=env.get("OSOS_BROKER_ADMIN_PASSWORD")
             or _read_secret_file(env.get("OSOS_BROKER_ADMIN_PASSWORD_FILE")),
-            device_tls=env.get("OSOS_DEVICE_TLS", "") in ("1", "true", "yes"),
             topic_root=env.get("OSOS_TOPIC_ROOT", "mass"),
             share_group=env.get("OSOS_SHARE_GROUP", ""),
             headend_id=env.get("OSOS_HEADEND_ID", "osos-headend"),
             web_host=env.get("OSOS_WEB_HOST", "127.0.0.1"),
             web_port=int(env.get("OSOS_WEB_PORT", "8000")),
             order_timeout_s=float(env.get("OSOS_ORDER_TIMEOUT_S", "60")),
+            device_tls=env.get("OSOS_DEVICE_TLS", "") in ("1", "true", "yes"),
+            future_skew_s=float(env.get("OSOS_FUTURE_SKEW_S", "600")),
             timezone=env.get("OSOS_TIMEZONE", "Europe/Istanbul"),
             trusted_proxies=parse_networks(env.get("OSOS_TRUSTED_PROXIES", "")),
             max_body_bytes=parse_size(env.get("OSOS_MAX_BODY_BYTES", ""), DEFAULT_MAX_BODY_BYTES),

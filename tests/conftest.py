@@ -43,8 +43,9 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-# Devices in the integration tests connect over TLS: the head-end on this branch does not yet subscribe to the
-# plain listener's mounted topics (plain/ROOT/...). Tests that need a plain session pass tls=False.
+# Gateways in the integration tests connect over TLS by default, so the topics their tests observe stay the bare
+# ones the assertions name; tests about plain sessions (the plain/ mount, HES-54) and the MASS reference simulator
+# (no TLS option) use the plain listener.
 DEVICE_TLS = True
 
 

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
     data_dir_opt = typer.Option(None, "--data-dir", help="Data directory (default: OSOS_DATA_DIR).")
 
     def _run(data_dir: Path | None, action: Any) -> Any:
-        from osos.headend.inventory import ModemExists
+        from osos.headend.inventory import InventoryError
         from osos.headend.provisioning import ProvisioningError, admin_from_settings
         from osos.store.db import make_engine, migrate
 
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
             migrate(engine)
             with admin_from_settings(settings) as admin:
                 return action(settings, engine, admin)
-        except (ProvisioningError, ModemExists) as exc:
+        except (ProvisioningError, InventoryError) as exc:
             _fail(str(exc))
         finally:
             engine.dispose()

@@ -235,7 +235,7 @@ def fleet_credentials(engine: Any, admin: Any, topics: Any, fleet_dir: Path) -> 
     """The demo's gateways as provisioned modems: inventory row and broker account made on first start, the
     password kept in the gateway's own data dir (0600) and reused on restart, as a real modem keeps it."""
     from osos.field.gateway import gateway_client_id
-    from osos.headend.inventory import ModemExists
+    from osos.headend.inventory import InventoryError
     from osos.headend.provisioning import provision_modem, rotate_modem_password
     from osos.store.db import utcnow
 
@@ -247,7 +247,7 @@ def fleet_credentials(engine: Any, admin: Any, topics: Any, fleet_dir: Path) -> 
         try:  # bound to the gateway's client id: no other account can take over its session
             creds = provision_modem(engine, admin, topics, flag, serial, by="demo", now=utcnow(),
                                     client_id=gateway_client_id(flag, serial, topics.root))
-        except ModemExists:  # the gateway's data dir was removed: issue it a new password
+        except InventoryError:  # already provisioned but the gateway's data dir was removed: a new password
             creds = rotate_modem_password(engine, admin, flag, serial, by="demo", now=utcnow())
         os.makedirs(path.parent, mode=0o700, exist_ok=True)
         _write_private_json(path, {"username": creds.username, "password": creds.password})

@@ -31,6 +31,10 @@ from osos.field.transparent import TransparentPort
 from osos.protocols import mass
 
 log = logging.getLogger(__name__)
+# params a head-end request may not set: the meter's link, its secrets and the gateway's clock (issue 7)
+REQUEST_MAY_NOT_SET = frozenset({"address", "password", "auth", "client_sap", "ek", "ak", "key", "server_logical",
+                                 "server_physical", "dlms_transport", "primary", "unit", "max_baud", "time", "date",
+                                 "now", "meter_id", "system_title", "invocation_counter"})
 
 # failCode values of negative acks (directive run failures use 1..6, see osos.field.directives)
 FAIL_UNKNOWN_DIRECTIVE = 10
@@ -567,11 +571,16 @@ class Gateway:
         packet_class: str | None,
         extra: dict[str, Any],
     ) -> None:
-        params = meter.params()
+        # a request's params never reach the meter's link or secrets, nor the clock a time-set writes: those are
+        # the gateway's own (issue 7); what is left (e.g. a load-profile range) fills the directive's params
+        refused = sorted(k for k in extra if k.lower() in REQUEST_MAY_NOT_SET)
+        if refused:
+            log.warning("gateway %s: request params %s ignored: set by the gateway only", self.device.key, refused)
+        params = {k: str(v) for k, v in extra.items() if k.lower() not in REQUEST_MAY_NOT_SET}
+        params.update(meter.params())
         local = self.clock().astimezone(timezone(timedelta(minutes=self.config.utc_offset_min)))
         params.update({"time": local.strftime(meter.time_format), "date": local.strftime(meter.date_format),
                        "now": local.isoformat(timespec="seconds")})
-        params.update({k: str(v) for k, v in extra.items()})
         if meter.protocol == "iec62056-21":  # a range given as ISO 8601 becomes the meter's YYMMDDhhmm (local)
             for key in ("start", "end"):
                 params[key] = _iec_stamp(params.get(key, ""), local.tzinfo)

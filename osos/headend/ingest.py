@@ -1,6 +1,12 @@
 """Uplink ingest: store the raw message, then what it means, in one transaction per batch (HES-5, HES-6,
 HES-9, HES-47, HES-48).
 
+Trust (issue 7, defence in depth beside the broker's ACLs): a device speaks only for itself. A message is
+accepted only from an ``active`` modem of the inventory (no registration on the fly), on its own topic, or on
+the shared legacy topic when an admin marked it legacy; an answer closes only an order sent to its modem; a
+readout for a meter bound to another modem, or dated in the future, is kept but flagged and never becomes that
+meter's latest value. Everything refused is still stored raw (status ``rejected``) with a security log row.
+
 Idempotent by construction: the raw row's ``dedup_key`` is unique, so a QoS 1 redelivery or a gateway resend
 finds its key taken and writes nothing else. The MQTT message is acknowledged to the broker only after the
 transaction commits (see service.py), so a crash between receive and commit means redelivery, never loss.
@@ -9,20 +15,22 @@ Bad input becomes a raw row with status invalid/rejected plus a log record; it n
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from osos.headend import orders
-from osos.headend.interpret import Interpretation, MeterReading, interpret, invalid, summary
+from osos.headend.interpret import Interpretation, MeterReading, interpret, invalid, oversized, summary
 from osos.protocols import mass
 from osos.store.db import insert_or_ignore, upsert, utcnow
 from osos.store.schema import alarms, heartbeats, log_records, meters, modems, raw_messages, readings, register_latest
+from osos.store.schema import orders as orders_table
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,16 @@ class Incoming:
     payload: bytes
     received_at: datetime = field(default_factory=utcnow)
     token: Any = None  # transport handle (e.g. the MQTT mid) returned untouched in the outcome
+    size: int | None = None  # set (with sha256) when ``payload`` is only the kept prefix of an oversized one
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        """An oversized payload is cut at once to the prefix kept as evidence, so it is never held or parsed
+        whole (HES-6: hash + size + the first 4 KiB, status rejected)."""
+        if len(self.payload) > mass.MAX_PAYLOAD:
+            self.size = len(self.payload)
+            self.sha256 = hashlib.sha256(self.payload).hexdigest()
+            self.payload = self.payload[: mass.OVERSIZED_KEEP]
 
 
 @dataclass
@@ -71,9 +89,15 @@ def write_log(
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, topics: mass.Topics) -> None:
+    def __init__(self, engine: Engine, topics: mass.Topics, *, future_skew_s: float = 600.0) -> None:
         self.engine = engine
         self.topics = topics
+        self.future_skew_s = future_skew_s
+
+    def _interpret(self, item: Incoming) -> Interpretation:
+        if item.size is not None and item.sha256 is not None:
+            return oversized(item.size, item.sha256)
+        return interpret(item.payload, item.topic, self.topics, item.received_at, future_skew_s=self.future_skew_s)
 
     # -- public -----------------------------------------------------------------------------------------------
     def process(self, batch: list[Incoming]) -> list[Outcome]:
@@ -81,10 +105,11 @@ class Ingestor:
         hold back the others."""
         if not batch:
             return []
-        interpreted = [(item, interpret(item.payload, item.topic, self.topics, item.received_at)) for item in batch]
+        interpreted = [(item, self._interpret(item)) for item in batch]
         try:
             with self.engine.begin() as conn:
-                return [self._store(conn, item, it) for item, it in interpreted]
+                senders: dict[mass.Device, Any] = {}  # inventory rows looked up once per batch
+                return [self._store(conn, item, it, senders) for item, it in interpreted]
         except SQLAlchemyError as exc:
             if len(batch) == 1:
                 log.error("database error storing a message from %s: %s", batch[0].topic, exc)
@@ -118,11 +143,55 @@ class Ingestor:
             log.exception("cannot write the database-error log record either")
 
     def _reply_topic(self, topic: str, device: mass.Device) -> str:
-        return self.topics.legacy_downlink if self.topics.is_legacy(topic) else self.topics.downlink(device)
+        """Answer on the session the message came in on (plain mount or not) and on its topic style."""
+        return self.topics.downlink_for(device, self.topics.transport(topic), legacy=self.topics.is_legacy(topic))
 
-    def _store(self, conn: Connection, item: Incoming, it: Interpretation) -> Outcome:
+    def _vet(
+        self, conn: Connection, item: Incoming, it: Interpretation, senders: dict[mass.Device, Any] | None = None
+    ) -> tuple[Interpretation, Any]:
+        """Who sent this, and may it say what it says (HES-4, HES-6)? Returns the interpretation (turned into a
+        ``rejected`` one when not) and the sender's modem row (None when refused or unparseable)."""
+        msg = it.message
+        if msg is None or it.status == "rejected":
+            return it, None
+        device = msg.device
+        if senders is not None and device in senders:
+            modem = senders[device]
+        else:
+            modem = conn.execute(
+                select(modems.c.id, modems.c.status, modems.c.topic_style).where(
+                    modems.c.flag == device.flag, modems.c.serial == device.serial
+                )
+            ).first()
+            if senders is not None:
+                senders[device] = modem
+        reason = None
+        if modem is None:
+            reason = f"identity: unknown device {device.key}"
+        elif modem.status != "active":
+            reason = f"identity: device {device.key} is disabled"
+        elif self.topics.is_legacy(item.topic) and modem.topic_style != "legacy":
+            reason = f"identity: {device.key} is not marked legacy and may not use the shared topic"
+        elif msg.reference_id.startswith(orders.REFERENCE_PREFIX):  # only such a referenceId can answer an order
+            order = conn.execute(
+                select(orders_table.c.id, orders_table.c.modem_id).where(
+                    orders_table.c.reference_id == msg.reference_id
+                )
+            ).first()
+            if order is not None and order.modem_id != modem.id:
+                reason = (f"identity: {device.key} answered order {order.id}, which was sent to modem "
+                          f"{order.modem_id}")
+        if reason is not None:
+            return invalid(item.payload, reason, status="rejected", message=msg), None
+        return it, modem
+
+    def _store(
+        self, conn: Connection, item: Incoming, it: Interpretation, senders: dict[mass.Device, Any] | None = None
+    ) -> Outcome:
+        it, sender = self._vet(conn, item, it, senders)
         msg = it.message
         now = item.received_at
+        flags = list(it.flags)
         raw_id = insert_or_ignore(
             conn,
             raw_messages,
@@ -137,11 +206,13 @@ class Ingestor:
                 "payload": item.payload,
                 "status": it.status,
                 "error": it.error,
+                "flags": ",".join(flags) or None,
+                "payload_size": item.size,
             },
             ["dedup_key"],
         )
         replies: list[tuple[str, dict[str, Any]]] = []
-        if msg is not None and msg.function not in NO_ACK and it.status != "rejected":
+        if msg is not None and msg.function not in NO_ACK and it.status != "rejected":  # never answer a stranger
             if it.status == "ok":
                 replies.append((self._reply_topic(item.topic, msg.device), mass.ack(msg.device, msg.reference_id)))
             else:
@@ -157,46 +228,32 @@ class Ingestor:
         if it.status != "ok":
             category = "security" if it.status == "rejected" else "parsing"
             write_log(conn, category, "warning", f"{item.topic}: {it.error}", raw_id=raw_id, now=now)
-            if msg is not None and msg.function == "read":  # a bad answer to our order fails that order
-                orders.finish(conn, msg.reference_id, succeeded=False, error=it.error, now=now)
+            if sender is not None and msg is not None and msg.function == "read":  # a bad answer fails its order
+                orders.finish(conn, msg.reference_id, succeeded=False, error=it.error, modem_id=sender.id, now=now)
             return Outcome(item.token, it.status, raw_id=raw_id, error=it.error, replies=replies)
 
-        assert msg is not None
-        modem_id = self._touch_modem(conn, item.topic, msg.device, now)
+        assert msg is not None and sender is not None
+        modem_id = int(sender.id)
+        conn.execute(
+            update(modems)
+            .where(modems.c.id == modem_id)
+            .values(last_seen_at=now, transport=self.topics.transport(item.topic))
+        )
         handler = getattr(self, f"_on_{msg.function}", None)
         if handler is not None:
             handler(conn, msg, it, modem_id, raw_id, item)
         elif not msg.is_fail:
-            orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, now=now)
+            orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, modem_id=modem_id,
+                          now=now)
+        if it.flags != flags:  # a handler found something (foreign-meter ...): mark the raw row too
+            conn.execute(update(raw_messages).where(raw_messages.c.id == raw_id).values(flags=",".join(it.flags)))
         return Outcome(item.token, "stored", raw_id=raw_id, replies=replies)
 
-    def _touch_modem(self, conn: Connection, topic: str, device: mass.Device, now: datetime) -> int:
-        """Find or register the modem (HES-9, HES-48) and note when it was last heard."""
-        style = "legacy" if self.topics.is_legacy(topic) else "device"
-        row = conn.execute(
-            select(modems.c.id).where(modems.c.flag == device.flag, modems.c.serial == device.serial)
-        ).first()
-        if row is None:
-            new_id = insert_or_ignore(
-                conn,
-                modems,
-                {
-                    "flag": device.flag,
-                    "serial": device.serial,
-                    "topic_style": style,
-                    "registered_at": now,
-                    "last_seen_at": now,
-                },
-                ["flag", "serial"],
-            )
-            if new_id is not None:
-                return int(new_id)
-            row = conn.execute(
-                select(modems.c.id).where(modems.c.flag == device.flag, modems.c.serial == device.serial)
-            ).first()
-            assert row is not None
-        conn.execute(update(modems).where(modems.c.id == row.id).values(last_seen_at=now, topic_style=style))
-        return int(row.id)
+    def _flag(self, conn: Connection, it: Interpretation, flag: str, text: str, raw_id: int, item: Incoming) -> None:
+        """Mark a stored message with a trust flag and say why in the security log (HES-6, HES-59)."""
+        if flag not in it.flags:
+            it.flags.append(flag)
+        write_log(conn, "security", "warning", f"{item.topic}: {flag}: {text}", raw_id=raw_id, now=item.received_at)
 
     # -- per function -----------------------------------------------------------------------------------------
     def _on_identification(
@@ -227,10 +284,11 @@ class Ingestor:
         for meter in body.get("meters") or []:
             if not isinstance(meter, dict) or not meter.get("serialNumber") or not meter.get("flag"):
                 continue
-            self._upsert_meter(
+            flag, serial = str(meter["flag"]).upper(), str(meter["serialNumber"])
+            _, owner = self._upsert_meter(
                 conn,
-                flag=str(meter["flag"]).upper(),
-                serial=str(meter["serialNumber"]),
+                flag=flag,
+                serial=serial,
                 modem_id=modem_id,
                 now=item.received_at,
                 brand=_s(meter.get("brand"), 64),
@@ -239,7 +297,11 @@ class Ingestor:
                 protocol=_s(meter.get("protocol"), 16),
                 identity=meter,
             )
-        orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, now=item.received_at)
+            if owner is not None:
+                self._flag(conn, it, "foreign-meter", f"lists meter {flag}{serial}, bound to modem {owner}; "
+                           "not re-bound", raw_id, item)
+        orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, modem_id=modem_id,
+                      now=item.received_at)
 
     def _on_heartbeat(
         self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
@@ -270,8 +332,9 @@ class Ingestor:
                 continue
             meter_id = None
             ref = entry.get("meter")
-            if isinstance(ref, dict) and ref.get("serialNumber"):
-                row = conn.execute(select(meters.c.id).where(meters.c.serial == str(ref["serialNumber"]))).first()
+            if isinstance(ref, dict) and ref.get("serialNumber"):  # only a meter behind this modem
+                mine = and_(meters.c.serial == str(ref["serialNumber"]), meters.c.modem_id == modem_id)
+                row = conn.execute(select(meters.c.id).where(mine)).first()
                 meter_id = row.id if row else None
             conn.execute(
                 insert(alarms).values(
@@ -294,7 +357,8 @@ class Ingestor:
         if msg.is_fail:
             body = msg.body if isinstance(msg.body, dict) else {}
             reason = f"device refused: {body.get('failCode')} {body.get('failDescrition') or ''}".strip()
-            orders.finish(conn, msg.reference_id, succeeded=False, error=reason, now=item.received_at)
+            orders.finish(conn, msg.reference_id, succeeded=False, error=reason, modem_id=modem_id,
+                          now=item.received_at)
 
     def _on_read(
         self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
@@ -305,24 +369,40 @@ class Ingestor:
             write_log(
                 conn, "communication", "warning", f"{msg.device.key}: {reason}", raw_id=raw_id, now=item.received_at
             )
-            orders.finish(conn, msg.reference_id, succeeded=False, error=reason, now=item.received_at)
+            orders.finish(conn, msg.reference_id, succeeded=False, error=reason, modem_id=modem_id,
+                          now=item.received_at)
             return
         reading = it.reading
-        meter_id = self._store_reading(conn, reading, modem_id, raw_id, item.received_at)
+        meter_id = self._store_reading(conn, reading, modem_id, raw_id, item, it)
         result = summary(reading) | {"raw_id": raw_id, "meter_id": meter_id}
-        orders.finish(conn, msg.reference_id, succeeded=True, result=result, now=item.received_at)
+        if it.flags:
+            result["flags"] = list(it.flags)
+        orders.finish(conn, msg.reference_id, succeeded=True, result=result, modem_id=modem_id, now=item.received_at)
 
-    def _store_reading(self, conn: Connection, reading: MeterReading, modem_id: int, raw_id: int, now: datetime) -> int:
-        meter_id = self._upsert_meter(
+    def _store_reading(
+        self, conn: Connection, reading: MeterReading, modem_id: int, raw_id: int, item: Incoming, it: Interpretation
+    ) -> int:
+        """Readings are always stored (HES-5: nothing is lost), but only a trusted one becomes the meter's latest
+        value: not a read of a meter bound to another modem, not one dated beyond the allowed clock skew."""
+        now = item.received_at
+        future = "future-date" in it.flags
+        meter_id, owner = self._upsert_meter(
             conn,
             flag=reading.flag,
             serial=reading.serial,
             modem_id=modem_id,
             now=now,
             ident=reading.ident,
-            last_read_at=reading.read_at,
+            last_read_at=None if future else reading.read_at,
             protocol=reading.protocol,
         )
+        if owner is not None:
+            self._flag(conn, it, "foreign-meter", f"read of meter {reading.flag}{reading.serial}, bound to modem "
+                       f"{owner}; not its latest value", raw_id, item)
+        if future:
+            self._flag(conn, it, "future-date", f"read of meter {reading.flag}{reading.serial} dated "
+                       f"{reading.read_at.isoformat() if reading.read_at else '?'}, beyond the allowed skew of "
+                       f"{self.future_skew_s:g} s; not its latest value", raw_id, item)
         read_at = reading.read_at or now
         if reading.registers:
             conn.execute(
@@ -340,6 +420,8 @@ class Ingestor:
                     for r in reading.registers
                 ],
             )
+        if owner is not None or future:
+            return meter_id
         upsert(
             conn,
             register_latest,
@@ -363,10 +445,16 @@ class Ingestor:
 
     def _upsert_meter(
         self, conn: Connection, *, flag: str, serial: str, modem_id: int, now: datetime, **fields: Any
-    ) -> int:
-        """Register a meter by flag + serial (AMR-7, HES-47) and keep the modem link current (a meter can move)."""
+    ) -> tuple[int, int | None]:
+        """Register a meter by flag + serial (AMR-7, HES-47) the first time it is seen, bound to the modem that
+        reported it. Returns ``(meter_id, owner)``: ``owner`` is the other modem's id when the meter is already
+        bound elsewhere; then nothing about the meter is changed. Moving a meter to another modem is an inventory
+        action, never the side effect of an uplink, which any device could otherwise use to take over a meter
+        (issue 7)."""
         fields = {k: v for k, v in fields.items() if v is not None}
-        row = conn.execute(select(meters.c.id).where(meters.c.flag == flag, meters.c.serial == serial)).first()
+        row = conn.execute(
+            select(meters.c.id, meters.c.modem_id).where(meters.c.flag == flag, meters.c.serial == serial)
+        ).first()
         if row is None:
             new_id = insert_or_ignore(
                 conn,
@@ -375,11 +463,15 @@ class Ingestor:
                 ["flag", "serial"],
             )
             if new_id is not None:
-                return int(new_id)
-            row = conn.execute(select(meters.c.id).where(meters.c.flag == flag, meters.c.serial == serial)).first()
+                return int(new_id), None
+            row = conn.execute(
+                select(meters.c.id, meters.c.modem_id).where(meters.c.flag == flag, meters.c.serial == serial)
+            ).first()
             assert row is not None
+        if row.modem_id is not None and row.modem_id != modem_id:
+            return int(row.id), int(row.modem_id)
         conn.execute(update(meters).where(meters.c.id == row.id).values(modem_id=modem_id, **fields))
-        return int(row.id)
+        return int(row.id), None
 
 
 def _s(value: Any, limit: int) -> str | None:

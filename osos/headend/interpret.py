@@ -55,6 +55,7 @@ class Interpretation:
     message: mass.Message | None = None
     reading: MeterReading | None = None
     notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # trust flags for raw_messages.flags (HES-6)
 
     @property
     def device(self) -> mass.Device | None:
@@ -69,10 +70,23 @@ def invalid(
     return Interpretation(status=status, dedup_key=f"{status}|{digest}", error=reason, message=message)
 
 
-def dedup_key(message: mass.Message, part: str = "") -> str:
-    """The stable identity of an uplink packet: device + function + referenceId (+ the meter, when one request
-    is answered by one message per meter behind the modem)."""
-    return f"{message.device.key}|{message.function}|{message.reference_id}|{part}"
+def oversized(size: int, digest: str) -> Interpretation:
+    """A payload over :data:`mass.MAX_PAYLOAD`: never parsed; kept as hash + size + a prefix (HES-5, HES-6)."""
+    return Interpretation(
+        status="rejected",
+        dedup_key=f"rejected|{digest}",
+        error=f"size: payload of {size} bytes exceeds {mass.MAX_PAYLOAD} (sha256 {digest})",
+        flags=["oversized"],
+    )
+
+
+def dedup_key(message: mass.Message, part: str = "", *, legacy: bool = False) -> str:
+    """The stable identity of an uplink packet: sender + function + referenceId (+ the meter, when one request
+    is answered by one message per meter behind the modem). The sender is the topic's device, or ``legacy/`` +
+    the header's device on the shared topic, where anyone could write that header: a forged packet therefore
+    never takes the key of the real one and can never make it a "duplicate" (HES-6)."""
+    sender = f"legacy/{message.device.key}" if legacy else message.device.key
+    return f"{sender}|{message.function}|{message.reference_id}|{part}"
 
 
 def parse_device_time(text: str | None, tz: str | None) -> datetime | None:
@@ -230,23 +244,33 @@ def _latin1(text: str) -> bytes:
         raise DecodeError(f"character {text[exc.start]!r} cannot be part of a meter frame", exc.start) from None
 
 
-def interpret(payload: bytes, topic: str, topics: mass.Topics, received_at: datetime) -> Interpretation:
+def interpret(
+    payload: bytes, topic: str, topics: mass.Topics, received_at: datetime, *, future_skew_s: float = 600.0
+) -> Interpretation:
     """Validate format, identity and integrity of one uplink message (HES-6) and say what it carries.
     Never raises: input that trips an unforeseen path is still an invalid message (logged, acknowledged), so a
-    poison message can never hold a worker on an unacknowledged delivery."""
+    poison message can never hold a worker on an unacknowledged delivery. A read dated more than
+    ``future_skew_s`` after its arrival is flagged ``future-date`` (ingest never makes it the latest value)."""
+    if len(payload) > mass.MAX_PAYLOAD:
+        return oversized(len(payload), hashlib.sha256(payload).hexdigest())
     try:
-        return _interpret(payload, topic, topics, received_at)
+        return _interpret(payload, topic, topics, received_at, future_skew_s)
     except Exception as exc:  # a parser bug must not become a stuck queue; the raw bytes are kept for re-parsing
         log.exception("interpreting a message from %s failed unexpectedly", topic)
         return invalid(payload, f"internal: {exc.__class__.__name__}: {exc}")
 
 
-def _interpret(payload: bytes, topic: str, topics: mass.Topics, received_at: datetime) -> Interpretation:
+def _interpret(
+    payload: bytes, topic: str, topics: mass.Topics, received_at: datetime, future_skew_s: float
+) -> Interpretation:
     try:
         message = mass.decode(payload)
     except mass.MassError as exc:
         return invalid(payload, f"format: {exc}")
+    legacy = topics.is_legacy(topic)
     topic_device = topics.device_from_topic(topic)
+    if topic_device is None and not legacy:
+        return invalid(payload, f"identity: {topic} is not a device topic", status="rejected", message=message)
     if topic_device is not None and topic_device != message.device:
         return invalid(
             payload,
@@ -263,12 +287,16 @@ def _interpret(payload: bytes, topic: str, topics: mass.Topics, received_at: dat
         except DecodeError as exc:
             kind = "integrity" if isinstance(exc, iec.BCCError) else "format"
             return invalid(payload, f"{kind}: {exc}", message=message)
-        return Interpretation("ok", dedup_key(message, reading.serial), message=message, reading=reading)
+        flags = []
+        if reading.read_at is not None and reading.read_at > received_at + timedelta(seconds=future_skew_s):
+            flags.append("future-date")
+        return Interpretation("ok", dedup_key(message, reading.serial, legacy=legacy), message=message,
+                              reading=reading, flags=flags)
 
     part = ""
     if message.function == "read" and isinstance(message.body, dict):
         part = str((message.body.get("meter") or {}).get("serialNumber") or "")
-    return Interpretation("ok", dedup_key(message, part), message=message)
+    return Interpretation("ok", dedup_key(message, part, legacy=legacy), message=message)
 
 
 def summary(reading: MeterReading) -> dict[str, Any]:

@@ -73,8 +73,8 @@ class HeadEnd:
     def __init__(self, settings: Settings, engine: Engine, *, protocol: str = "v5") -> None:
         self.settings = settings
         self.engine = engine
-        self.topics = mass.Topics(settings.topic_root)
-        self.ingestor = Ingestor(engine, self.topics)
+        self.topics = mass.Topics(settings.topic_root, device_tls=settings.device_tls)
+        self.ingestor = Ingestor(engine, self.topics, future_skew_s=settings.future_skew_s)
         self.protocol = protocol
         self.stats = Stats()
         self._bulk: queue.Queue[Incoming] = queue.Queue()
@@ -137,7 +137,7 @@ class HeadEnd:
     # -- MQTT callbacks (paho's network thread: keep them short) -------------------------------------------------
     def _filters(self) -> list[str]:
         share = f"$share/{self.settings.share_group}/" if self.settings.share_group else ""
-        return [share + f for f in (*self.topics.uplink_filters, self.topics.emergency_filter)]
+        return [share + f for f in (*self.topics.uplink_filters, *self.topics.emergency_filters)]
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if getattr(reason_code, "is_failure", False):
@@ -153,6 +153,7 @@ class HeadEnd:
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # Incoming keeps only hash, size and the first 4 KiB of a payload over mass.MAX_PAYLOAD (HES-6)
         item = Incoming(topic=msg.topic, payload=bytes(msg.payload), received_at=utcnow(), token=(msg.mid, msg.qos))
         self.stats.received += 1
         if self.topics.is_emergency(msg.topic):
@@ -244,15 +245,33 @@ class HeadEnd:
     def _dispatch_one(self) -> bool:
         with self.engine.begin() as conn:
             order = orders.claim_next(conn, timeout_s=self.settings.order_timeout_s)
-        if order is None:
-            return False
+            if order is None:
+                return False
+            refusal = self._refusal(order)
+            if refusal is not None:  # checked again at dispatch: the session may have changed since creation
+                orders.fail(conn, order["id"], refusal)
+                write_log(conn, "orders", "warning", f"order {order['id']} not sent: {refusal}")
+                log.warning("order %s not sent: %s", order["id"], refusal)
+                return True
         device = mass.Device(order["modem_flag"], order["modem_serial"])
         request = orders.directive_request(order["kind"], order.get("request") or {})
         if order["meter_serial"]:  # without a meter, the modem reads every meter behind it
             request["meter"] = {"flag": order["meter_flag"], "serialNumber": order["meter_serial"]}
         message = mass.make("read", device, reference_id=order["reference_id"], request=request)
-        topic = self.topics.legacy_downlink if order["topic_style"] == "legacy" else self.topics.downlink(device)
+        topic = self.topics.downlink_for(device, order["modem_transport"], legacy=order["topic_style"] == "legacy")
         self.publish(topic, message)
         self.stats.orders_sent += 1
         log.info("order %s sent to %s on %s", order["id"], device.key, topic)
         return True
+
+    def _refusal(self, order: dict[str, Any]) -> str | None:
+        """Why a claimed order must not go out: a TLS-only kind for a modem whose last session was not TLS
+        (HES-54), or a request its kind does not permit (written to the table by other means than the API)."""
+        transport = order.get("modem_transport")
+        if order["kind"] in orders.TLS_KINDS and transport != "tls":
+            return orders.tls_refusal(order["kind"], transport)
+        try:
+            orders.directive_request(order["kind"], order.get("request") or {})
+        except orders.OrderError as exc:
+            return str(exc)
+        return None

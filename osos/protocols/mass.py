@@ -49,6 +49,8 @@ PACKET_CLASSES = (
 )
 
 MAX_PAYLOAD = 1 << 20  # 1 MiB: a gateway never needs more for one message; bigger is refused, not parsed.
+#: how much of an oversized payload is kept (with its size and SHA-256) as evidence (HES-5, HES-6)
+OVERSIZED_KEEP = 4096
 
 
 class MassError(DecodeError):
@@ -87,9 +89,17 @@ class Message:
 @dataclass(frozen=True)
 class Topics:
     """Topic layout. Legacy MASS devices share one topic each way; OSOS gateways use per-device topics so a
-    broker ACL can pin each device to its own branch (``mass/device/<flag>/<serial>/#``)."""
+    broker ACL can pin each device to its own branch (``mass/device/<flag>/<serial>/#``).
+
+    TLS and plain sessions (HES-54): the broker's plain device listener has ``mount_point plain/``, the TLS one
+    none, so the head-end (connected without mount point) sees a plain device's uplink as ``plain/mass/device/...``
+    and reaches it on ``plain/mass/server/...``. ``device_tls`` says whether a topic without that prefix came over
+    TLS; a deployment without TLS (one plain listener, no mount point) leaves it False and every session is plain.
+    """
 
     root: str = "mass"
+    plain_mount: str = "plain"
+    device_tls: bool = False
 
     @property
     def legacy_uplink(self) -> str:
@@ -108,23 +118,51 @@ class Topics:
     def downlink(self, device: Device) -> str:
         return f"{self.root}/server/{device.flag}/{device.serial}/to_device"
 
+    def _mounted(self, topic: str) -> str:
+        return f"{self.plain_mount}/{topic}" if self.plain_mount else topic
+
+    def transport(self, topic: str) -> str:
+        """``"tls"`` or ``"plain"``: how the uplink on ``topic`` reached the broker (HES-54)."""
+        if self.plain_mount and topic.startswith(self.plain_mount + "/"):
+            return "plain"
+        return "tls" if self.device_tls else "plain"
+
+    def strip_mount(self, topic: str) -> str:
+        """The topic as the device named it (without the plain listener's mount point)."""
+        if self.plain_mount and topic.startswith(self.plain_mount + "/"):
+            return topic[len(self.plain_mount) + 1 :]
+        return topic
+
+    def downlink_for(self, device: Device, transport: str | None, legacy: bool = False) -> str:
+        """Where the head-end reaches ``device`` on the session it last used: the plain mount's form for a
+        plain session when the broker also has a TLS listener (``device_tls``), the bare topic otherwise."""
+        base = self.legacy_downlink if legacy else self.downlink(device)
+        return self._mounted(base) if self.device_tls and transport == "plain" else base
+
     @property
     def uplink_filters(self) -> tuple[str, ...]:
-        """What the head-end subscribes to for normal traffic."""
-        return (self.legacy_uplink, f"{self.root}/device/+/+/to_server")
+        """What the head-end subscribes to for normal traffic: both session forms (TLS/bare and plain mount)."""
+        bare = (self.legacy_uplink, f"{self.root}/device/+/+/to_server")
+        return bare + tuple(self._mounted(f) for f in bare) if self.plain_mount else bare
 
     @property
     def emergency_filter(self) -> str:
         return f"{self.root}/device/+/+/emergency"
 
+    @property
+    def emergency_filters(self) -> tuple[str, ...]:
+        bare = self.emergency_filter
+        return (bare, self._mounted(bare)) if self.plain_mount else (bare,)
+
     def is_emergency(self, topic: str) -> bool:
+        topic = self.strip_mount(topic)
         return topic.startswith(f"{self.root}/device/") and topic.endswith("/emergency")
 
     def is_legacy(self, topic: str) -> bool:
-        return topic == self.legacy_uplink
+        return self.strip_mount(topic) == self.legacy_uplink
 
     def device_from_topic(self, topic: str) -> Device | None:
-        parts = topic.split("/")
+        parts = self.strip_mount(topic).split("/")
         prefix = self.root.split("/")
         n = len(prefix)
         if len(parts) == n + 4 and parts[:n] == prefix and parts[n] == "device":

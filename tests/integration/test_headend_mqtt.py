@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from osos.headend import orders
 from osos.protocols import mass
 from osos.store.db import make_engine, migrate
-from osos.store.schema import alarms, heartbeats, meters, raw_messages, readings
+from osos.store.schema import alarms, heartbeats, meters, modems, raw_messages, readings
 
 pytestmark = pytest.mark.integration
 
@@ -38,16 +38,18 @@ def data_block(lines: list[str]) -> str:
 class FakeDevice:
     """A bare MQTT device written in the test (not the project's gateway), to drive the head-end exactly."""
 
-    def __init__(self, broker, creds, topics: mass.Topics, device: mass.Device) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, broker, creds, topics: mass.Topics, device: mass.Device,  # type: ignore[no-untyped-def]
+                 tls: bool = True) -> None:
         self.topics, self.device = topics, device
         self.inbox: queue.Queue[dict] = queue.Queue()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"dev-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
         )
         self.client.username_pw_set(creds.username, creds.password)  # its own broker account
-        self.client.tls_set(ca_certs=str(broker.ca))
+        if tls:
+            self.client.tls_set(ca_certs=str(broker.ca))
         self.client.on_message = lambda c, u, m: self.inbox.put(json.loads(m.payload))
-        self.client.connect(broker.host, broker.tls_port)
+        self.client.connect(broker.host, broker.port_for(tls))
         self.client.subscribe(topics.downlink(device), qos=1)
         self.client.loop_start()
 
@@ -214,3 +216,44 @@ def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_pr
         proc.kill()
         proc.wait(10)
         engine.dispose()
+
+
+def test_plain_session_is_answered_on_the_mount_and_gets_no_relay(mqtt_broker, start_headend, provision,
+                                                                  wait_until) -> None:
+    """HES-54 with the broker's plain listener mounted at ``plain/``: the head-end (no mount point, device_tls on)
+    sees the topics of a device on the plain listener with the prefix, while the device itself uses the bare
+    topics (the real Mosquitto mount). Its acks and orders go to the plain form; a relay order is refused for it;
+    a TLS-side device gets its order on the bare topic."""
+    headend, engine = start_headend(order_timeout_s=20)
+    plain_dev = mass.Device("OSS", "PLAIN1")
+    tls_dev = mass.Device("OSS", "TLS1")
+    creds = {dev.serial: provision(engine, dev.flag, dev.serial) for dev in (plain_dev, tls_dev)}
+    plain = FakeDevice(mqtt_broker, creds["PLAIN1"], headend.topics, plain_dev, tls=False)
+    tls = FakeDevice(mqtt_broker, creds["TLS1"], headend.topics, tls_dev)
+    try:
+        assert headend.connected
+        meters_of = {"PLAIN1": "5001", "TLS1": "5002"}
+        for dev in (plain, tls):
+            meter = {"flag": "MKL", "serialNumber": meters_of[dev.device.serial]}
+            ref = dev.send("identification", {"meters": [meter]})
+            assert dev.expect("ack")["referenceId"] == ref
+        with engine.connect() as conn:
+            seen = dict(conn.execute(select(modems.c.serial, modems.c.transport)).all())
+            ids = dict(conn.execute(select(meters.c.serial, meters.c.id)).all())
+        assert seen == {"PLAIN1": "plain", "TLS1": "tls"}
+
+        for dev in (plain, tls):
+            with engine.begin() as conn:
+                orders.create_order(conn, "read", meter_id=ids[meters_of[dev.device.serial]])
+            headend.wake_dispatcher()
+            assert dev.expect("read")["request"]["meter"]["serialNumber"] == meters_of[dev.device.serial]
+
+        with engine.begin() as conn, pytest.raises(orders.OrderError, match="needs a TLS session"):
+            orders.create_order(conn, "relay", meter_id=ids["5001"], request={"state": "disconnect"})
+        with engine.begin() as conn:
+            orders.create_order(conn, "relay", meter_id=ids["5002"], request={"state": "disconnect"})
+        headend.wake_dispatcher()
+        assert tls.expect("read")["request"]["directive"] == "relay-disconnect"
+    finally:
+        plain.close()
+        tls.close()

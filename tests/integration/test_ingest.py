@@ -1,4 +1,4 @@
-"""Ingest on both stores (embedded SQLite and the real PostgreSQL): registration, readings stored exactly as read,
+"""Ingest on both stores (embedded SQLite and the real PostgreSQL): identification, readings stored exactly as read,
 idempotency, bad input, and orders closed by their answers.
 
 covers HES-5, HES-6, HES-9, HES-12, HES-26, HES-47, HES-48, AMR-2, AMR-7
@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 
 from osos.headend import orders
 from osos.headend.ingest import Incoming, Ingestor
+from osos.headend.inventory import register_modem
 from osos.protocols import mass
-from osos.store.db import make_engine, migrate
+from osos.store.db import make_engine, migrate, utcnow
 from osos.store.schema import heartbeats, log_records, meters, modems, raw_messages, readings, register_latest
 
 pytestmark = pytest.mark.integration
@@ -51,6 +52,12 @@ def engine(db_url: str):
     eng.dispose()
 
 
+def provision(engine, device: mass.Device = GW, legacy: bool = False) -> int:
+    """Devices are refused unless provisioned (issue 7): every test provisions its modem first."""
+    with engine.begin() as conn:
+        return register_modem(conn, device.flag, device.serial, legacy=legacy, by="test", now=utcnow())
+
+
 def count(engine, table, *where) -> int:
     with engine.connect() as conn:
         q = select(func.count()).select_from(table)
@@ -61,6 +68,7 @@ def count(engine, table, *where) -> int:
 
 def test_identification_registers_modem_and_its_meters(engine) -> None:
     ing = Ingestor(engine, TOPICS)
+    provision(engine)
     ident = {
         "brand": "OSOS",
         "model": "SIM-GW",
@@ -107,6 +115,7 @@ def test_identification_registers_modem_and_its_meters(engine) -> None:
 
 def test_readout_is_stored_raw_and_parsed_with_digits_kept(engine) -> None:
     ing = Ingestor(engine, TOPICS)
+    provision(engine)
     raw = frame_with_bcc(
         ["0.0.0(12345678)", "1.8.0(015214.234*kWh)", "1.8.1(010000.100*kWh)", "1.6.0(00.123*kW)(21-06-22 10:15)"]
     )
@@ -133,6 +142,7 @@ def test_readout_is_stored_raw_and_parsed_with_digits_kept(engine) -> None:
 
 def test_redelivery_and_resend_store_once(engine) -> None:
     ing = Ingestor(engine, TOPICS)
+    provision(engine)
     raw = frame_with_bcc(["0.0.0(1)", "1.8.0(000001.000*kWh)"])
     resp = {"meter": {"flag": "VIK", "serialNumber": "1"}, "data": {"id": "/VIK4VIKO", "rawData": raw}}
     item = up(GW, "read", resp, "same-ref")
@@ -147,6 +157,7 @@ def test_redelivery_and_resend_store_once(engine) -> None:
 
 def test_bad_input_is_logged_never_raised_and_spares_the_batch(engine) -> None:
     ing = Ingestor(engine, TOPICS)
+    provision(engine)
     good = up(GW, "heartbeat", {"signal": 17, "deviceDate": "2026-11-21 10:00:00", "cpuTemp": 40}, "hb-1")
     bad_bcc_raw = frame_with_bcc(["0.0.0(2)", "1.8.0(000002.000*kWh)"])
     bad_bcc_raw = bad_bcc_raw[:-1] + chr(ord(bad_bcc_raw[-1]) ^ 0x01)
@@ -171,6 +182,7 @@ def test_legacy_mass_reference_readout(engine) -> None:
     """The public MASS v0.2 reference simulator's read answer: bare data lines without units (HES-48)."""
     ing = Ingestor(engine, TOPICS)
     sim = mass.Device("XYZ", "0123456789ABCDE")
+    provision(engine, sim, legacy=True)  # the shared topic is for devices an admin marked legacy
     resp = {
         "readDate": "2026-11-21 10:18:42",
         "data": {
@@ -192,6 +204,7 @@ def test_legacy_mass_reference_readout(engine) -> None:
 
 def test_order_is_closed_by_its_answer(engine) -> None:
     ing = Ingestor(engine, TOPICS)
+    provision(engine)
     ing.process([up(GW, "identification", {"meters": [{"flag": "EMO", "serialNumber": "777"}]}, "i")])
     with engine.begin() as conn:
         meter_id = conn.execute(select(meters.c.id)).scalar_one()
@@ -214,6 +227,7 @@ def test_order_is_closed_by_its_answer(engine) -> None:
 
 def test_negative_ack_fails_the_order(engine) -> None:
     ing = Ingestor(engine, TOPICS)
+    provision(engine)
     ing.process([up(GW, "identification", {"meters": [{"flag": "EMO", "serialNumber": "778"}]}, "i2")])
     with engine.begin() as conn:
         meter_id = conn.execute(select(meters.c.id)).scalar_one()
@@ -235,6 +249,7 @@ def data_message(line: str) -> str:
 def test_programming_mode_answers_in_series_are_each_bcc_checked(engine) -> None:
     """A short read done in programming mode (R1 per register) arrives as consecutive data messages."""
     ing = Ingestor(engine, TOPICS)
+    provision(engine)
     good = data_message("1.8.0(0002771.698*kWh)") + data_message("1.8.1(0002738.205*kWh)")
     resp = {"meter": {"flag": "VIK", "serialNumber": "45746282"}, "data": {"id": "/VIK4VEM-T31", "rawData": good}}
     bad = data_message("1.8.0(0002771.698*kWh)")
@@ -256,6 +271,7 @@ class _IngestorWithABug(Ingestor):
 
 def test_a_handler_bug_keeps_the_raw_message_and_spares_the_batch(engine) -> None:
     ing = _IngestorWithABug(engine, TOPICS)
+    provision(engine)
     ident = up(GW, "identification", {"brand": "T"}, "i-1")
     beat = up(GW, "heartbeat", {"signal": 3}, "hb-1")
     outs = ing.process([ident, beat])

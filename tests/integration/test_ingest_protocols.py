@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from osos.headend import orders
 from osos.headend.ingest import Incoming, Ingestor
+from osos.headend.inventory import register_modem
 from osos.protocols import mass
 from osos.store.db import make_engine, migrate, utcnow
 from osos.store.schema import meters, modems, raw_messages, readings, register_latest
@@ -61,6 +62,12 @@ def engine(db_url: str):
     eng.dispose()
 
 
+def provision(engine) -> int:
+    """Devices are refused unless provisioned (issue 7)."""
+    with engine.begin() as conn:
+        return register_modem(conn, GW.flag, GW.serial, now=utcnow())
+
+
 def latest(engine, serial: str) -> dict[str, tuple[str, str | None]]:
     with engine.connect() as conn:
         rows = conn.execute(select(register_latest.c.obis, register_latest.c.value, register_latest.c.unit)
@@ -70,6 +77,7 @@ def latest(engine, serial: str) -> dict[str, tuple[str, str | None]]:
 
 
 def test_dlms_answer_is_decoded_by_the_head_end_not_taken_from_values(engine) -> None:
+    provision(engine)
     data = dlms_answer([(8, "0.0.1.0.0.255", 2, CLOCK), (3, "1.0.1.8.0.255", 2, ENERGY_VALUE),
                         (3, "1.0.1.8.0.255", 3, ENERGY_SCALER), (70, "0.0.96.3.10.255", 2, RELAY_OUTPUT),
                         (70, "0.0.96.3.10.255", 3, RELAY_STATE)])
@@ -87,6 +95,7 @@ def test_dlms_answer_is_decoded_by_the_head_end_not_taken_from_values(engine) ->
 
 
 def test_modbus_answer_words_become_named_registers(engine) -> None:
+    provision(engine)
     # SDM630 manual: 30001 voltage L1-N and 30071 frequency are IEEE 754 float32, high word first
     volts, hertz = struct.pack(">f", 230.5), struct.pack(">f", 50.0)
     raw = volts + hertz
@@ -102,6 +111,7 @@ def test_modbus_answer_words_become_named_registers(engine) -> None:
 
 
 def test_mbus_long_frame_records_are_stored(engine) -> None:
+    provision(engine)
     # EN 13757-3: CI 72 variable data, header id 12345678 (BCD, LSB first), manufacturer 2C2D = KAM, version 1,
     # medium 07 water, access 55, status 00, signature 0000; record DIF 0C (8-digit BCD) VIF 13 (volume 10^-3 m3)
     user_data = bytes.fromhex("08 01 72 78563412 2D2C 01 07 55 00 0000 0C 13 78563412".replace(" ", ""))

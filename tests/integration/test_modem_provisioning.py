@@ -83,7 +83,7 @@ def test_modem_cli_add_disable_enable_rotate(env, mqtt_broker, tmp_path) -> None
     assert can_connect(mqtt_broker, "OSS8000000001", password)
 
     again = runner.invoke(app, ["modem", "add", "OSS", "8000000001"], env=env)
-    assert again.exit_code == 1 and "already exists" in again.output
+    assert again.exit_code == 1 and "already provisioned" in again.output
     bad = runner.invoke(app, ["modem", "add", "OS#", "1"], env=env)
     assert bad.exit_code == 1 and "flag must be 3 letters" in bad.output
 

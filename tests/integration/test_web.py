@@ -415,7 +415,7 @@ def test_orders_roles_and_status(web: Web) -> None:
     no_modem = web.client.post("/api/v1/orders", json={"kind": "read", "meter": web.ids["m3"]}, headers=operator)
     assert no_modem.status_code == 400 and "has no modem" in no_modem.json()["detail"]
     kind = web.client.post("/api/v1/orders", json={"kind": "explode", "meter": web.ids["m1"]}, headers=operator)
-    assert kind.status_code == 400 and kind.json()["detail"].startswith("unknown order kind 'explode'")
+    assert kind.status_code == 422  # OrderCreate.kind is one of the order kinds (issue 7)
     assert web.client.get("/api/v1/orders/999999", headers=operator).status_code == 404
     assert web.client.post("/api/v1/orders", json={"meter": "x"}, headers=operator).status_code == 422
     assert web.client.post("/api/v1/orders", json={"kind": "read", "meter": 2**40}, headers=operator).status_code == 422

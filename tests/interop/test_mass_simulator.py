@@ -14,25 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from osos.config import Settings
 from osos.headend import orders
-from osos.headend.broker import LocalBroker, start_mosquitto
-from osos.headend.provisioning import provision_modem
-from osos.headend.service import HeadEnd
-from osos.protocols import mass
-from osos.store.db import make_engine, migrate, utcnow
 from osos.store.schema import heartbeats, meters, modems, register_latest
 
 pytestmark = pytest.mark.integration
@@ -71,43 +63,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def plain_broker(mqtt_broker, tmp_path) -> Iterator[LocalBroker]:
-    """A broker as ``osos demo --no-tls`` runs it (one plain listener, no mount point, authentication on): the
-    reference simulator cannot do TLS, and the head-end on this branch does not read the mounted plain/ topics
-    of the shared test broker yet. ``mqtt_broker`` is requested for its CI rule (no mosquitto = failure)."""
-    local = start_mosquitto(tmp_path / "plain-broker", tls=False, persistence=False)
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
 def test_reference_simulator_registers_beats_and_answers_a_read(
-    plain_broker, pg_url, topic_prefix, tmp_path, wait_until
+    mqtt_broker, start_headend, provision, tmp_path, wait_until
 ) -> None:
     src, venv = _simulator_checkout(tmp_path)
-    topics = mass.Topics(topic_prefix)
-    headend_password = secrets.token_urlsafe(16)
+    headend, engine = start_headend(order_timeout_s=30)
     serial = "SIM" + uuid.uuid4().hex[:10].upper()
-    engine = make_engine(pg_url)
-    migrate(engine)
-    with plain_broker.admin() as admin:
-        admin.ensure_headend(topics, "osos-headend", headend_password)
-        # the simulator sends MQTT_USERNAME/MQTT_PASSWORD (simulator.py, Config): it gets its own account, marked
-        # legacy because it speaks on the shared MASS topics
-        creds = provision_modem(engine, admin, topics, "XYZ", serial, legacy=True, by="interop-test", now=utcnow())
-    settings = Settings(mqtt_host=plain_broker.host, mqtt_port=plain_broker.plain_port, topic_root=topic_prefix,
-                        database_url=pg_url, headend_id=f"he-{uuid.uuid4().hex[:8]}", order_timeout_s=30,
-                        mqtt_username="osos-headend", mqtt_password=headend_password, device_tls=False)
-    headend = HeadEnd(settings, engine)
-    headend.start()
+    # the simulator sends MQTT_USERNAME/MQTT_PASSWORD (simulator.py, Config) but has no TLS option: it gets its own
+    # account, marked legacy because it speaks on the shared MASS topics, and uses the plain (mounted) listener
+    creds = provision(engine, "XYZ", serial, legacy=True)
     env = {
         **os.environ,
         "DEVICE_FLAG": "XYZ",
         "DEVICE_SERIAL": serial,
-        "MQTT_BROKER": plain_broker.host,
-        "MQTT_PORT": str(plain_broker.plain_port),
+        "MQTT_BROKER": mqtt_broker.host,
+        "MQTT_PORT": str(mqtt_broker.plain_port),
         "MQTT_USERNAME": creds.username,
         "MQTT_PASSWORD": creds.password,
         "TOPIC_TO_SERVER": headend.topics.legacy_uplink,
@@ -169,7 +139,5 @@ def test_reference_simulator_registers_beats_and_answers_a_read(
             sim.wait(10)
         except subprocess.TimeoutExpired:
             sim.kill()
-        headend.stop()
-        engine.dispose()
         if sys.exc_info()[0] is not None:
             print(log_path.read_text(errors="replace")[-3000:])

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from osos.auth import Principal
-from osos.headend.inventory import ModemExists
+from osos.headend.inventory import InventoryError
 from osos.headend.provisioning import (
     ProvisioningError,
     admin_from_settings,
@@ -80,7 +80,7 @@ def create_modem(body: ModemCreate, request: Request, principal: Principal = Dep
         creds = provision_modem(engine, admin, mass.Topics(request.app.state.settings.topic_root), body.flag,
                                 body.serial, legacy=body.legacy, by=principal.username, now=utcnow(),
                                 client_id=body.client_id)
-    except ModemExists as exc:
+    except InventoryError as exc:
         raise HTTPException(409, str(exc)) from None
     except ProvisioningError as exc:
         raise HTTPException(503, str(exc)) from None

@@ -1,5 +1,7 @@
 """Work orders over the Web API: read, relay, time-set and load-profile orders for a meter or a modem, and their
 status (HES-11, HES-12, HES-35, HES-63, AMR-9 "start a reading"). Relay and time-set need operator or admin.
+An order carries only what its kind permits (a read runs read directives only, params never carry meter secrets),
+and relay orders need a modem on a TLS session (HES-54); both are checked in osos.headend.orders.
 
 The web only queues the order in the database; a head-end dispatcher sends it and records the outcome.
 """
@@ -12,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from osos.auth import Principal
-from osos.headend.orders import ORDER_PERMISSIONS, OrderError, create_order, get_order
+from osos.headend.orders import ORDER_PERMISSIONS, OrderError, OrderOverreach, create_order, get_order
 from osos.store.db import utcnow
 from osos.web.api.schemas import ErrorResponse, Order, OrderCreate, OrderCreated, OrderIdPath
 from osos.web.security import Forbidden, log_security, require
@@ -53,13 +55,19 @@ def post_order(
         raise HTTPException(400, "give exactly one of meter or modem")
     asked = {k: v for k, v in body.model_dump(include={"directive", "params", "state", "start", "end"}).items()
              if v is not None}
+    refused: OrderError | None = None
     with request.app.state.engine.begin() as conn:
         try:
             order_id = create_order(conn, body.kind, meter_id=body.meter, modem_id=body.modem,
                                     created_by=principal.username, priority=body.priority, request=asked or None)
         except OrderError as exc:
-            raise HTTPException(400, str(exc)) from None
-        order = get_order(conn, order_id)
+            refused = exc
+        else:
+            order = get_order(conn, order_id)
+    if refused is not None:
+        if isinstance(refused, OrderOverreach):  # more than the kind permits: an escalation attempt is logged
+            log_security(request, f"order refused: {refused}", user=principal.username, role=principal.role)
+        raise HTTPException(400, str(refused))
     status = order["status"] if order else "pending"
     return JSONResponse({"id": order_id, "status": status}, status_code=201,
                         headers={"Location": f"/api/v1/orders/{order_id}"})

@@ -119,13 +119,20 @@ class RawMessage(BaseModel):
     parsed: list[ParsedValue] = Field(description="this meter's readings parsed from the message (HES-13)")
 
 
+OrderKind = Literal["read", "relay", "time-set", "load-profile"]  # == osos.headend.orders.ORDER_KINDS (tested)
+
+
 class OrderCreate(BaseModel):
-    kind: str = Field(max_length=32, examples=["read"], description="read, relay, time-set or load-profile")
+    kind: OrderKind = Field(examples=["read"], description="read, relay, time-set or load-profile")
     meter: int | None = Field(default=None, ge=1, le=MAX_ID)
     modem: int | None = Field(default=None, ge=1, le=MAX_ID, description="instead of meter: every meter behind it")
     priority: int = Field(default=5, ge=0, le=9, description="0 is the most urgent (HES-12)")
-    directive: str | None = Field(default=None, max_length=64, description="read only: the directive to run")
-    params: dict[str, str | int] | None = Field(default=None, description="directive parameters")
+    directive: str | None = Field(default=None, max_length=64,
+                                  description="read only: a read directive (readout, short-read, load-profile, "
+                                              "load-profile-2)")
+    params: dict[str, str | int] | None = Field(
+        default=None, max_length=8,
+        description="per kind: a read takes start/end (ISO 8601); meter secrets and link settings are refused")
     state: Literal["connect", "disconnect"] | None = Field(default=None, description="relay orders (HES-11)")
     start: str | None = Field(default=None, max_length=40, description="load-profile orders: ISO 8601 (AMR-5)")
     end: str | None = Field(default=None, max_length=40, description="load-profile orders: ISO 8601")
