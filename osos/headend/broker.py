@@ -224,8 +224,7 @@ def start_mosquitto(
             f"listener {tls_port} {host}",
             f"cafile {files.ca_cert}",
             f"certfile {files.server_cert}",
-            f"keyfile {files.server_key}",
-            "tls_version tlsv1.2",
+            f"keyfile {files.server_key}",  # no tls_version line: Mosquitto's default allows TLS 1.2 and 1.3 only
         ]
     conf = data_dir / "mosquitto.conf"
     conf.write_text("\n".join(lines) + "\n")
