@@ -61,15 +61,32 @@ def ensure_private_dir(path: Path) -> None:
         os.chmod(path, mode & 0o700)
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _read_secret_file(path: str | None) -> str | None:
+    """A secret from a file (first line), so it never appears in the environment of every child or in ``ps``."""
+    if not path:
+        return None
+    return Path(path).read_text().strip() or None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str | None = None  # None: SQLite file in data_dir
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    # -- broker identity and TLS (HES-4, HES-52..55; docs/security.md) ------------------------------------------
     mqtt_username: str | None = None
-    mqtt_password: str | None = None
-    mqtt_tls: bool = False
+    mqtt_password: str | None = None  # or OSOS_MQTT_PASSWORD_FILE
+    mqtt_tls: bool = False  # OSOS_MQTT_TLS=1, implied by OSOS_MQTT_CA
+    mqtt_ca: Path | None = None  # CA that signed the broker's certificate (verification is always on with TLS)
+    mqtt_cert: Path | None = None  # optional client certificate and key
+    mqtt_key: Path | None = None
+    broker_admin_username: str = "osos-admin"  # dynamic-security admin account, used by provisioning only
+    broker_admin_password: str | None = None  # or OSOS_BROKER_ADMIN_PASSWORD_FILE
     topic_root: str = "mass"
     # MQTT 5 shared subscription group for N head-end workers; empty = plain subscription.
     share_group: str = ""
@@ -97,8 +114,14 @@ class Settings:
             mqtt_host=env.get("OSOS_MQTT_HOST", "127.0.0.1"),
             mqtt_port=int(env.get("OSOS_MQTT_PORT", "1883")),
             mqtt_username=env.get("OSOS_MQTT_USERNAME") or None,
-            mqtt_password=env.get("OSOS_MQTT_PASSWORD") or None,
-            mqtt_tls=env.get("OSOS_MQTT_TLS", "") in ("1", "true", "yes"),
+            mqtt_password=env.get("OSOS_MQTT_PASSWORD") or _read_secret_file(env.get("OSOS_MQTT_PASSWORD_FILE")),
+            mqtt_tls=env.get("OSOS_MQTT_TLS", "") in ("1", "true", "yes") or bool(env.get("OSOS_MQTT_CA")),
+            mqtt_ca=_path(env.get("OSOS_MQTT_CA")),
+            mqtt_cert=_path(env.get("OSOS_MQTT_CERT")),
+            mqtt_key=_path(env.get("OSOS_MQTT_KEY")),
+            broker_admin_username=env.get("OSOS_BROKER_ADMIN_USERNAME", "osos-admin"),
+            broker_admin_password=env.get("OSOS_BROKER_ADMIN_PASSWORD")
+            or _read_secret_file(env.get("OSOS_BROKER_ADMIN_PASSWORD_FILE")),
             topic_root=env.get("OSOS_TOPIC_ROOT", "mass"),
             share_group=env.get("OSOS_SHARE_GROUP", ""),
             headend_id=env.get("OSOS_HEADEND_ID", "osos-headend"),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: install test dependencies and run every test (lint included).
-# Starts the real PostgreSQL and Mosquitto when they are down; installs them on a fresh machine.
+# Starts the real PostgreSQL when it is down; installs it and Mosquitto on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,10 +15,7 @@ ensure_services() {
     echo "[test] starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
   fi
-  if command -v mosquitto >/dev/null 2>&1 && ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
-    echo "[test] starting Mosquitto"
-    mosquitto -d -c /etc/mosquitto/mosquitto.conf || true
-  fi
+  # no shared Mosquitto is started: tests/conftest.py runs a private one per run (authentication and TLS on)
   for _ in $(seq 1 30); do
     pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && break
     sleep 1

@@ -41,6 +41,26 @@ def _broker(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _password(password_file: Path | None) -> str | None:
+    """The broker password from a file or OSOS_MQTT_PASSWORD: never from the command line, where ``ps`` shows it."""
+    import os
+
+    if password_file is not None:
+        try:
+            return password_file.read_text().strip() or None
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {password_file}: {exc}") from None
+    return os.environ.get("OSOS_MQTT_PASSWORD") or None
+
+
+def _tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> None:
+    for path in (ca, cert, key):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"no such file: {path}")
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("--cert and --key go together")
+
+
 def _wait(duration: float) -> None:
     """Block until Ctrl-C / SIGTERM, or for ``duration`` seconds when > 0."""
     done = threading.Event()
@@ -73,6 +93,13 @@ def register(app: typer.Typer) -> None:
         push_directive: str = typer.Option("short-read", "--push-directive"),
         mqtt_protocol: str = typer.Option("v5", "--mqtt", help="v5 or v311."),
         duration: float = typer.Option(0.0, "--duration", help="Stop after this many seconds (0 = Ctrl-C)."),
+        username: str | None = typer.Option(None, "--username", help="Broker account (default: FLAG+SERIAL)."),
+        password_file: Path | None = typer.Option(
+            None, "--password-file", help="File holding the broker password (else env OSOS_MQTT_PASSWORD)."
+        ),
+        ca: Path | None = typer.Option(None, "--ca", help="CA certificate: connect with TLS and verify the broker."),
+        cert: Path | None = typer.Option(None, "--cert", help="Client certificate (with --key), optional."),
+        key: Path | None = typer.Option(None, "--key", help="Client certificate key."),
     ) -> None:
         """Run one gateway agent: MASS over MQTT to the head-end; IEC 62056-21, DLMS, Modbus or M-Bus to its meters."""
         import logging
@@ -90,6 +117,8 @@ def register(app: typer.Typer) -> None:
         host, port = _broker(broker)
         if mqtt_protocol not in ("v5", "v311"):
             raise typer.BadParameter("--mqtt must be v5 or v311")
+        _tls_files(ca, cert, key)
+        secret = _password(password_file)
         configs: list[MeterConfig] = []
         servers: list[TcpMeterServer] = []
         for i, spec_text in enumerate(sim_meter):
@@ -129,6 +158,8 @@ def register(app: typer.Typer) -> None:
             flag=flag, serial=serial, data_dir=data_dir, broker_host=host, broker_port=port,
             topic_root=topic_root, mqtt_protocol=mqtt_protocol, heartbeat_interval_s=heartbeat,
             read_interval_s=read_interval or None, push_directive=push_directive,
+            broker_username=(username or f"{flag}{serial}") if secret else username, broker_password=secret,
+            broker_tls=ca is not None, broker_ca=ca, broker_cert=cert, broker_key=key,
         )
         try:
             agent = Gateway(config, configs)
@@ -237,6 +268,11 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Option(Path("fleet-data"), "--data-dir"),
         mqtt_protocol: str = typer.Option("v5", "--mqtt", help="v5 or v311."),
         duration: float = typer.Option(0.0, "--duration", help="Stop after this many seconds (0 = Ctrl-C)."),
+        credentials: Path | None = typer.Option(
+            None, "--credentials",
+            help="JSON file {\"FLAGSERIAL\": \"password\", ...} with each gateway's broker password (keep it 0600).",
+        ),
+        ca: Path | None = typer.Option(None, "--ca", help="CA certificate: connect with TLS and verify the broker."),
     ) -> None:
         """Run a fleet of simulated gateways, each with 1-4 simulated meters, against a broker."""
         import logging
@@ -247,9 +283,24 @@ def register(app: typer.Typer) -> None:
         host, port = _broker(broker)
         if mqtt_protocol not in ("v5", "v311"):
             raise typer.BadParameter("--mqtt must be v5 or v311")
+        _tls_files(ca, None, None)
+        lookup = None
+        if credentials is not None:
+            import json
+
+            try:
+                table = json.loads(credentials.read_text())
+            except (OSError, ValueError) as exc:
+                raise typer.BadParameter(f"cannot read {credentials}: {exc}") from None
+
+            def lookup(flag: str, serial: str) -> tuple[str, str]:
+                if f"{flag}{serial}" not in table:
+                    raise typer.BadParameter(f"no broker password for gateway {flag}{serial} in {credentials}")
+                return f"{flag}{serial}", str(table[f"{flag}{serial}"])
+
         fleet = Fleet(host, port, gateways=gateways, topic_root=topic_root, read_interval_s=read_interval or None,
                       heartbeat_interval_s=heartbeat, data_dir=data_dir, seed=seed, mqtt_protocol=mqtt_protocol,
-                      acceleration=acceleration, events=events)
+                      acceleration=acceleration, events=events, broker_credentials=lookup, broker_ca=ca)
         fleet.start()
         meters = sum(len(u.meters) for u in fleet.units)
         typer.echo(f"fleet: {len(fleet.units)} gateways, {meters} meters -> {host}:{port} ({topic_root!r}); "

@@ -17,7 +17,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -57,6 +58,8 @@ class Fleet:
         events: bool = True,
         event_interval_s: float = 30.0,
         gateway_flag: str = "OSS",
+        broker_credentials: Callable[[str, str], tuple[str, str]] | None = None,
+        broker_ca: Path | None = None,
     ) -> None:
         self.broker_host, self.broker_port = broker_host, broker_port
         self.topic_root = topic_root
@@ -70,6 +73,10 @@ class Fleet:
         self.event_interval_s = event_interval_s
         self.gateway_flag = gateway_flag
         self.count = gateways
+        # broker identity per gateway (HES-4): (flag, serial) -> (username, password), e.g. provisioned by the demo;
+        # with a CA the gateways connect over TLS and verify the broker (HES-52)
+        self.broker_credentials = broker_credentials
+        self.broker_ca = broker_ca
         self.rng = random.Random(seed)
         self._t0_wall = time.monotonic()
         self._t0_sim = datetime.now(UTC).replace(microsecond=0)
@@ -148,6 +155,10 @@ class Fleet:
                 imei=f"35{self.rng.randrange(10**12, 10**13 - 1)}",
                 signal=-self.rng.randrange(55, 100),
             )
+            if self.broker_credentials is not None:
+                username, password = self.broker_credentials(self.gateway_flag, serial)
+                config = replace(config, broker_username=username, broker_password=password,
+                                 broker_tls=self.broker_ca is not None, broker_ca=self.broker_ca)
             gateway = Gateway(config, configs, clock=self.sim_now, secrets=store)
             self.units.append(SimGateway(gateway, server, meters, configs))
         return self

@@ -179,6 +179,20 @@ class GatewayConfig:
     publish_window: int = 50
     transparent_base_port: int | None = None  # HES-42: each link also on TCP port base+i (0 = any free port)
     transparent_host: str = "127.0.0.1"
+    # the gateway's own broker account (HES-4) and TLS with CA verification (HES-52); the password is passed in
+    # memory (CLI: --password-file or OSOS_MQTT_PASSWORD), never on a command line
+    broker_username: str | None = None
+    broker_password: str | None = field(default=None, repr=False)
+    broker_tls: bool = False
+    broker_ca: Path | None = None
+    broker_cert: Path | None = None
+    broker_key: Path | None = None
+
+
+def gateway_client_id(flag: str, serial: str, topic_root: str) -> str:
+    """The gateway's MQTT client id: one identity per topic root, so two deployments (or test runs) on one broker
+    never take over each other's session. Provisioning can bind the broker account to it (HES-4)."""
+    return f"osos-gw-{flag}{serial}-{zlib.crc32(topic_root.encode()):08x}"
 
 
 @dataclass
@@ -237,11 +251,17 @@ class Gateway:
         protocol = mqtt.MQTTv5 if self.config.mqtt_protocol == "v5" else mqtt.MQTTv311
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            # one identity per topic root: two deployments (or test runs) on one broker never take over each
-            # other's session
-            client_id=f"osos-gw-{self.config.flag}{self.config.serial}-{zlib.crc32(self.config.topic_root.encode()):08x}",
+            client_id=gateway_client_id(self.config.flag, self.config.serial, self.config.topic_root),
             protocol=protocol,
         )
+        if self.config.broker_username:
+            client.username_pw_set(self.config.broker_username, self.config.broker_password)
+        if self.config.broker_tls or self.config.broker_ca:
+            client.tls_set(
+                ca_certs=str(self.config.broker_ca) if self.config.broker_ca else None,
+                certfile=str(self.config.broker_cert) if self.config.broker_cert else None,
+                keyfile=str(self.config.broker_key) if self.config.broker_key else None,
+            )
         client.reconnect_delay_set(self.config.reconnect_min_s, self.config.reconnect_max_s)
         client.max_inflight_messages_set(self.config.publish_window)
         client.on_connect = self._on_connect

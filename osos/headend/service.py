@@ -85,10 +85,14 @@ class HeadEnd:
         self._threads: list[threading.Thread] = []
         self.client = make_client(settings.headend_id, protocol)
         self.client.manual_ack_set(True)
-        if settings.mqtt_username:
+        if settings.mqtt_username:  # its own broker account: role osos-headend (osos.headend.provisioning)
             self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        if settings.mqtt_tls:
-            self.client.tls_set()
+        if settings.mqtt_tls or settings.mqtt_ca:  # HES-52: certificate and host name always verified
+            self.client.tls_set(
+                ca_certs=str(settings.mqtt_ca) if settings.mqtt_ca else None,
+                certfile=str(settings.mqtt_cert) if settings.mqtt_cert else None,
+                keyfile=str(settings.mqtt_key) if settings.mqtt_key else None,
+            )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

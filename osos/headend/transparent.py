@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import queue
 import uuid
+from pathlib import Path
 from typing import Any
 
 from osos.protocols import mass
@@ -25,8 +26,10 @@ class TransparentClient:
     """Opens and closes a gateway's transparent ports through MASS ``configuration`` requests."""
 
     def __init__(self, broker_host: str, broker_port: int, topics: mass.Topics, device: mass.Device,
-                 *, timeout_s: float = 10.0, legacy: bool = False) -> None:
+                 *, timeout_s: float = 10.0, legacy: bool = False, username: str | None = None,
+                 password: str | None = None, ca: str | Path | None = None) -> None:
         self.broker = (broker_host, broker_port)
+        self.username, self.password, self.ca = username, password, ca  # the head-end's account, TLS CA (HES-52)
         self.topics, self.device, self.timeout_s, self.legacy = topics, device, timeout_s, legacy
 
     def configure(self, port_id: int, transparent_port: int) -> list[dict[str, Any]]:
@@ -49,6 +52,10 @@ class TransparentClient:
                 inbox.put(body)
 
         client.on_message = on_message
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        if self.ca:
+            client.tls_set(ca_certs=str(self.ca))
         client.connect(*self.broker)
         uplink = self.topics.legacy_uplink if self.legacy else self.topics.uplink(self.device)
         downlink = self.topics.legacy_downlink if self.legacy else self.topics.downlink(self.device)

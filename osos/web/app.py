@@ -26,6 +26,7 @@ import osos
 from osos.config import Settings
 from osos.web.api import auth as api_auth
 from osos.web.api import inventory as api_inventory
+from osos.web.api import modems as api_modems
 from osos.web.api import orders as api_orders
 from osos.web.api import users as api_users
 from osos.web.middleware import BodyLimit, ClientAddress
@@ -134,6 +135,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(api_inventory.router)
     app.include_router(api_orders.router)
     app.include_router(api_users.router)
+    app.include_router(api_modems.router)
     app.include_router(ui_routes.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     _mount_api_docs(app)

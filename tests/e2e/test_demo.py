@@ -9,6 +9,7 @@ covers AMR-9, HES-1, HES-9, HES-13, HES-51, HES-63
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -43,10 +44,11 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(params=["auto", "embedded"])
+@pytest.fixture
 def demo(request: pytest.FixtureRequest, tmp_path: Path):
-    """The demo with the broker it starts by itself: a private Mosquitto ("auto" here, where the binary exists)
-    and the embedded MQTT 3.1.1 broker a machine without Mosquitto gets."""
+    """The demo with the broker it starts by itself: a private Mosquitto with authentication and TLS (the embedded
+    fallback broker is gone: it could not refuse anonymous clients). Indirect parameters: extra demo options."""
+    extra = list(getattr(request, "param", []))
     port = _free_port()
     data_dir = tmp_path / "demo"
     log_path = tmp_path / "demo.log"
@@ -64,8 +66,7 @@ def demo(request: pytest.FixtureRequest, tmp_path: Path):
             str(data_dir),
             "--gateways",
             "10",
-            "--broker",
-            request.param,
+            *extra,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -169,3 +170,157 @@ def test_demo_serves_a_live_fleet_and_answers_a_read_order(demo) -> None:
 
     demo["proc"].send_signal(signal.SIGTERM)
     assert demo["proc"].wait(30) == 0
+
+
+def _mqtt_connect(host: str, port: int, username: str | None, password: str | None, tls: bool,
+                  ca: str | None = None) -> object:
+    """CONNACK reason code (or the exception) of one login."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if username:
+        client.username_pw_set(username, password)
+    if tls:
+        client.tls_set(ca_certs=ca)  # ca None: the system's trust store
+    done, result = threading.Event(), []
+    client.on_connect = lambda c, u, f, rc, p: (result.append(rc), done.set())
+    client.on_disconnect = lambda *a: done.set()
+    try:
+        client.connect(host, port)
+    except OSError as exc:
+        return exc
+    client.loop_start()
+    done.wait(10)
+    client.disconnect()
+    client.loop_stop()
+    return result[0] if result else "no answer"
+
+
+def test_demo_broker_needs_accounts_uses_tls_and_says_where_it_is(demo) -> None:  # covers HES-4, HES-52..55
+    import json
+    import os
+    import queue
+
+    import paho.mqtt.client as mqtt
+
+    data_dir: Path = demo["data_dir"]
+    info = json.loads((data_dir / "demo.json").read_text())
+    broker = info["broker"]
+    assert info["web_url"] == f"http://127.0.0.1:{demo['port']}"
+    assert broker["host"] == "127.0.0.1" and broker["plain_port"] != broker["tls_port"]
+    assert Path(broker["ca"]).is_file()
+    # no secret in it: none of the passwords the demo generated appears in the file
+    text = (data_dir / "demo.json").read_text()
+    secrets_made = [(data_dir / "broker" / n).read_text().strip() for n in ("admin.password", "headend.password")]
+    secrets_made += [json.loads(p.read_text())["password"] for p in (data_dir / "fleet").glob("*/broker-*.json")]
+    secrets_made.append(demo["password"])
+    assert len(secrets_made) == 13 and not any(s in text for s in secrets_made)
+    for key in (data_dir / "broker" / "tls" / "ca.key", data_dir / "broker" / "tls" / "server.key",
+                data_dir / "broker" / "admin.password", data_dir / "broker" / "headend.password",
+                *(data_dir / "fleet").glob("*/broker-credentials.json")):
+        assert os.stat(key).st_mode & 0o777 == 0o600, key
+
+    # anonymous clients are refused on both listeners; without the CA the TLS listener is not trusted
+    for port, tls in ((broker["plain_port"], False), (broker["tls_port"], True)):
+        rc = _mqtt_connect(broker["host"], port, None, None, tls, broker["ca"])
+        assert getattr(rc, "is_failure", False), rc
+    import ssl
+
+    assert isinstance(_mqtt_connect(broker["host"], broker["tls_port"], "x", "y", True), ssl.SSLError)
+
+    # the gateways talk over TLS: the head-end's account sees their uplinks unmounted, none under plain/
+    got: queue.Queue[str] = queue.Queue()
+    sub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                      client_id="e2e-observer")
+    sub.username_pw_set("osos-headend", (data_dir / "broker" / "headend.password").read_text().strip())
+    sub.tls_set(ca_certs=broker["ca"])
+    sub.on_message = lambda c, u, m: got.put(m.topic)
+    sub.connect(broker["host"], broker["tls_port"])
+    sub.subscribe([("mass/device/+/+/to_server", 0), ("plain/mass/device/+/+/to_server", 0)])
+    sub.loop_start()
+    try:
+        topics = {got.get(timeout=45)}
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and len(topics) < 10:
+            with contextlib.suppress(queue.Empty):
+                topics.add(got.get(timeout=1))
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    assert len({t.split("/")[3] for t in topics}) >= 5, topics
+    assert all(t.startswith("mass/device/OSS/") for t in topics), topics
+
+    # `osos modem add` against the running demo finds its broker through demo.json and the admin password file
+    made = subprocess.run([sys.executable, "-m", "osos.cli.main", "modem", "add", "ABC", "E2E0001", "--data-dir",
+                           str(data_dir)], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("OSOS_")})
+    assert made.returncode == 0, made.stderr
+    password = re.search(r"password \(shown only now\): (\S+)", made.stdout).group(1)  # type: ignore[union-attr]
+    rc = _mqtt_connect(broker["host"], broker["tls_port"], "ABCE2E0001", password, True, broker["ca"])
+    assert not rc.is_failure, rc  # type: ignore[attr-defined]
+
+
+def test_demo_restart_finds_the_same_broker_and_gateway_accounts(demo, tmp_path) -> None:  # covers HES-4
+    """Stopped and started again on the same data dir: the broker comes back on the same ports with the same
+    accounts, the gateways log in with the credentials they kept (no new provisioning) and report again."""
+    import json
+
+    data_dir: Path = demo["data_dir"]
+    before = json.loads((data_dir / "demo.json").read_text())
+    creds = {p: p.read_bytes() for p in (data_dir / "fleet").glob("*/broker-credentials.json")}
+    assert len(creds) == 10
+    demo["proc"].send_signal(signal.SIGTERM)
+    assert demo["proc"].wait(30) == 0
+    restarted_at = datetime.now(UTC)
+    with open(tmp_path / "demo2.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "osos.cli.main", "demo", "--port", str(demo["port"]), "--data-dir",
+             str(data_dir), "--gateways", "10"],
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            base = f"http://127.0.0.1:{demo['port']}"
+            _wait(lambda: httpx.get(f"{base}/healthz", timeout=2).status_code == 200, 60, "the web again")
+            assert json.loads((data_dir / "demo.json").read_text()) == before  # same ports, same CA path
+            assert {p: p.read_bytes() for p in creds} == creds  # the gateways kept their passwords
+            client = httpx.Client(base_url=base, timeout=10)
+            token = client.post("/api/v1/auth/token",
+                                json={"username": "admin", "password": demo["password"]}).json()["access_token"]
+            client.headers["Authorization"] = f"Bearer {token}"
+
+            def all_back() -> list | None:
+                modems = client.get("/api/v1/modems").json()
+                fresh = [m for m in modems if m["last_seen_at"]
+                         and datetime.fromisoformat(m["last_seen_at"].replace("Z", "+00:00")) > restarted_at]
+                return modems if len(fresh) == 10 else None
+
+            modems = _wait(all_back, 60, "all ten gateways reporting after the restart")
+            assert len(modems) == 10  # nobody was provisioned twice
+            assert "first login" not in (tmp_path / "demo2.log").read_text()
+            broker_log = (data_dir / "broker" / "mosquitto.log").read_text()
+            assert "not authorised" not in broker_log.split("Warning: Mosquitto should not be run as root")[-1]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("demo", [["--no-tls"]], indirect=True)
+def test_demo_without_tls_still_needs_accounts(demo) -> None:  # covers HES-4, HES-54
+    """`--no-tls`: one plain listener without mount point, no CA; gateways still log in with their own accounts."""
+    import json
+
+    data_dir: Path = demo["data_dir"]
+    broker = json.loads((data_dir / "demo.json").read_text())["broker"]
+    assert broker["tls_port"] is None and broker["ca"] is None and broker["plain_mount_point"] is None
+    assert "mount_point" not in (data_dir / "broker" / "mosquitto.conf").read_text()
+    rc = _mqtt_connect(broker["host"], broker["plain_port"], None, None, False)
+    assert getattr(rc, "is_failure", False), rc
+    base = f"http://127.0.0.1:{demo['port']}"
+    client = httpx.Client(base_url=base, timeout=10)
+    token = client.post("/api/v1/auth/token", json={"username": "admin", "password": demo["password"]}).json()
+    client.headers["Authorization"] = f"Bearer {token['access_token']}"
+    modems = _wait(lambda: (m := client.get("/api/v1/modems").json()) and sum(1 for x in m if x["last_seen_at"]) == 10
+                   and m, 60, "ten gateways reporting")
+    assert len(modems) == 10

@@ -1,17 +1,15 @@
 """Store and forward: messages made while the broker is down arrive, in order, once it is back (HES-34).
 
-The test runs its own Mosquitto on a free port (with persistence, so the subscriber's session and its
-queued messages survive the restart), stops it, lets the gateway produce while it is away, starts it again
-and checks that every message arrives with its original referenceId, in the order it was made.
+The test runs its own Mosquitto (``osos.headend.broker``: authentication, TLS, and persistence, so the
+subscriber's session and its queued messages survive the restart), stops it, lets the gateway produce while it
+is away, starts it again on the same ports and checks that every message arrives with its original referenceId,
+in the order it was made.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,17 +18,10 @@ from typing import Any
 import pytest
 
 from osos.field.gateway import Gateway, GatewayConfig
+from osos.headend.broker import LocalBroker, start_mosquitto
+from osos.protocols import mass
 
 pytestmark = pytest.mark.integration
-
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
@@ -47,41 +38,33 @@ def wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
 
 
 class Broker:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        # started as root, mosquitto drops to its own user: the persistence folder must be reachable for it
-        self.db = Path(tempfile.mkdtemp(prefix="osos-mosq-"))
-        self.db.chmod(0o777)
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {self.db}/\nautosave_interval 1\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
+    """A private Mosquitto (the demo's code path: authentication, TLS, persistence) that restarts on the same
+    ports with the same accounts and sessions."""
 
-    def start(self) -> None:
-        assert MOSQUITTO is not None
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_port(self.port, up=True)
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "broker"
+        self.local: LocalBroker | None = None
+
+    def start(self) -> LocalBroker:
+        self.local = start_mosquitto(self.dir, tls=True, persistence=True)
+        return self.local
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()  # SIGTERM: mosquitto saves its sessions to the persistence file
-            self.proc.wait(timeout=10)
-            self.proc = None
-        wait_port(self.port, up=False)
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.db, ignore_errors=True)
+        if self.local is not None:
+            self.local.stop()  # SIGTERM: mosquitto saves its sessions to the persistence file
+            wait_port(self.local.plain_port, up=False)
+            self.local = None
 
 
-@pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto binary not installed")
-def test_messages_made_offline_arrive_in_order_after_the_broker_returns(tmp_path, topic_prefix) -> None:
+def test_messages_made_offline_arrive_in_order_after_the_broker_returns(tmp_path, topic_prefix, mqtt_broker) -> None:
     import paho.mqtt.client as mqtt
 
     broker = Broker(tmp_path)
-    broker.start()
+    local = broker.start()
+    topics = mass.Topics(topic_prefix)
+    with local.admin() as admin:
+        admin.ensure_headend(topics, "osos-headend", "headend-pw")
+        creds = admin.add_device(topics, mass.Device("OSS", "0000000042"))
     received: list[dict[str, Any]] = []
     lock = threading.Lock()
 
@@ -91,14 +74,18 @@ def test_messages_made_offline_arrive_in_order_after_the_broker_returns(tmp_path
 
     sub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{tmp_path.name}",
                       protocol=mqtt.MQTTv311, clean_session=False)
+    sub.username_pw_set("osos-headend", "headend-pw")
+    sub.tls_set(ca_certs=str(local.ca))
     sub.on_message = on_message
     sub.reconnect_delay_set(0.2, 1)
-    sub.connect("127.0.0.1", broker.port)
-    sub.subscribe(f"{topic_prefix}/device/#", qos=1)
+    sub.connect("127.0.0.1", local.tls_port)
+    for topic in (*topics.uplink_filters, topics.emergency_filter):
+        sub.subscribe(topic, qos=1)
     sub.loop_start()
     config = GatewayConfig(flag="OSS", serial="0000000042", data_dir=tmp_path / "gw", broker_host="127.0.0.1",
-                           broker_port=broker.port, topic_root=topic_prefix, heartbeat_interval_s=3600,
-                           reconnect_min_s=0.2, reconnect_max_s=1.0)
+                           broker_port=local.tls_port, topic_root=topic_prefix, heartbeat_interval_s=3600,
+                           reconnect_min_s=0.2, reconnect_max_s=1.0, broker_username=creds.username,
+                           broker_password=creds.password, broker_tls=True, broker_ca=local.ca)
     gw = Gateway(config, [])
     try:
         gw.start()
@@ -138,7 +125,6 @@ def test_messages_made_offline_arrive_in_order_after_the_broker_returns(tmp_path
         sub.loop_stop()
         sub.disconnect()
         broker.stop()
-        broker.cleanup()
 
 
 def _wait_down(gw: Gateway, timeout: float = 10.0) -> bool:

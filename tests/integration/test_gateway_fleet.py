@@ -14,17 +14,26 @@ from osos.field.fleet import Fleet
 pytestmark = pytest.mark.integration
 
 
-def test_fleet_joins_reads_and_alarms(tmp_path, mqtt_broker, topic_prefix) -> None:  # covers HES-38, AMR-6
-    import paho.mqtt.client as mqtt
+def device_accounts(broker: Any, root: str) -> Any:
+    """Each simulated gateway gets its own broker account, made when the fleet builds it."""
 
+    def make(flag: str, serial: str) -> tuple[str, str]:
+        creds = broker.device(root, flag, serial)
+        return creds.username, creds.password
+
+    return make
+
+
+def test_fleet_joins_reads_and_alarms(tmp_path, mqtt_broker, topic_prefix) -> None:  # covers HES-38, AMR-6
     inbox: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-    sub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub = mqtt_broker.headend_client(topic_prefix)
     sub.on_message = lambda c, u, m: inbox.put((m.topic, json.loads(m.payload)))
-    sub.connect(*mqtt_broker)
-    sub.subscribe(f"{topic_prefix}/device/#", qos=1)
+    for topic in mqtt_broker.headend_filters(topic_prefix):
+        sub.subscribe(topic, qos=1)
     sub.loop_start()
-    fleet = Fleet(*mqtt_broker, gateways=3, topic_root=topic_prefix, read_interval_s=1.0, heartbeat_interval_s=1.0,
-                  data_dir=tmp_path, seed=5, events=False, acceleration=60.0)
+    fleet = Fleet(mqtt_broker.host, mqtt_broker.tls_port, gateways=3, topic_root=topic_prefix, read_interval_s=1.0,
+                  heartbeat_interval_s=1.0, data_dir=tmp_path, seed=5, events=False, acceleration=60.0,
+                  broker_credentials=device_accounts(mqtt_broker, topic_prefix), broker_ca=mqtt_broker.ca)
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def wait_for(pred, timeout: float = 15.0):  # type: ignore[no-untyped-def]
@@ -86,16 +95,15 @@ def test_same_seed_same_inventory(tmp_path) -> None:
 def test_fleet_soak_with_events(tmp_path, mqtt_broker, topic_prefix) -> None:  # covers HES-66
     """One minute of 10 gateways with injected outages and cover openings: no read fails, every meter keeps
     being read, every alarm names a meter an event was injected into."""
-    import paho.mqtt.client as mqtt
-
     got: list[dict[str, Any]] = []
-    sub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub = mqtt_broker.headend_client(topic_prefix)
     sub.on_message = lambda c, u, m: got.append(json.loads(m.payload))
-    sub.connect(*mqtt_broker)
-    sub.subscribe(f"{topic_prefix}/device/#", qos=1)
+    for topic in mqtt_broker.headend_filters(topic_prefix):
+        sub.subscribe(topic, qos=1)
     sub.loop_start()
-    fleet = Fleet(*mqtt_broker, gateways=10, topic_root=topic_prefix, read_interval_s=5.0, heartbeat_interval_s=10,
-                  data_dir=tmp_path, seed=9, events=True, event_interval_s=2.0)
+    fleet = Fleet(mqtt_broker.host, mqtt_broker.tls_port, gateways=10, topic_root=topic_prefix, read_interval_s=5.0,
+                  heartbeat_interval_s=10, data_dir=tmp_path, seed=9, events=True, event_interval_s=2.0,
+                  broker_credentials=device_accounts(mqtt_broker, topic_prefix), broker_ca=mqtt_broker.ca)
     try:
         fleet.start()
         time.sleep(60)

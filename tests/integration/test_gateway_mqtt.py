@@ -40,17 +40,15 @@ class Received:
 
 
 class Listener:
-    """A plain paho subscriber on the test's topic root, recording everything in arrival order."""
+    """A paho subscriber with the head-end's account on the test's topic root, recording uplinks in arrival order."""
 
-    def __init__(self, host: str, port: int, root: str) -> None:
-        import paho.mqtt.client as mqtt
-
+    def __init__(self, broker: Any, root: str) -> None:
         self.items: queue.Queue[Received] = queue.Queue()
         self.seen: list[Received] = []
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = broker.headend_client(root)  # the head-end's account: it sees every uplink
         self.client.on_message = self._on_message
-        self.client.connect(host, port)
-        self.client.subscribe(f"{root}/#", qos=1)
+        for topic in broker.headend_filters(root):
+            self.client.subscribe(topic, qos=1)
         self.client.loop_start()
         time.sleep(0.2)
 
@@ -107,9 +105,9 @@ def bus() -> Iterator[tuple[TcpMeterServer, list[SimMeter]]]:
 
 
 def make_gateway(tmp_path, mqtt_broker, topic_prefix, configs, **kw) -> Gateway:  # type: ignore[no-untyped-def]
-    host, port = mqtt_broker
-    config = GatewayConfig(flag="OSS", serial="0000000001", data_dir=tmp_path / "gw", broker_host=host,
-                           broker_port=port, topic_root=topic_prefix, heartbeat_interval_s=3600, **kw)
+    creds = mqtt_broker.device(topic_prefix, "OSS", "0000000001")
+    config = GatewayConfig(flag="OSS", serial="0000000001", data_dir=tmp_path / "gw", topic_root=topic_prefix,
+                           heartbeat_interval_s=3600, **mqtt_broker.gateway_kwargs(creds), **kw)
     return Gateway(config, configs, clock=lambda: T0 + timedelta(hours=2))
 
 
@@ -119,7 +117,7 @@ def request(gw: Gateway, function: str, ref: str, body: dict[str, Any]) -> tuple
 
 def test_identification_reads_and_directives_over_mqtt5(tmp_path, mqtt_broker, topic_prefix, bus) -> None:
     server, meters = bus
-    listener = Listener(*mqtt_broker, topic_prefix)
+    listener = Listener(mqtt_broker, topic_prefix)
     gw = make_gateway(tmp_path, mqtt_broker, topic_prefix, [meter_config(server, m) for m in meters])
     try:
         gw.start()
@@ -213,7 +211,7 @@ def test_identification_reads_and_directives_over_mqtt5(tmp_path, mqtt_broker, t
 
 def test_push_reads_alarms_and_failures_on_mqtt311(tmp_path, mqtt_broker, topic_prefix, bus) -> None:
     server, meters = bus
-    listener = Listener(*mqtt_broker, topic_prefix)
+    listener = Listener(mqtt_broker, topic_prefix)
     configs = [meter_config(server, m) for m in meters]
     configs.append(MeterConfig(link="tcp://127.0.0.1:9?address=1", flag="VIK", serial="10000003"))  # nobody there
     gw = make_gateway(tmp_path, mqtt_broker, topic_prefix, configs, mqtt_protocol="v311", read_interval_s=0.5)
@@ -251,7 +249,7 @@ def test_transparent_port_and_its_configuration(tmp_path, mqtt_broker, topic_pre
     from osos.protocols import iec62056_21 as iec
 
     server, meters = bus
-    listener = Listener(*mqtt_broker, topic_prefix)
+    listener = Listener(mqtt_broker, topic_prefix)
     gw = make_gateway(tmp_path, mqtt_broker, topic_prefix, [meter_config(server, m) for m in meters],
                       transparent_base_port=0)
 
@@ -290,7 +288,7 @@ def test_transparent_port_and_its_configuration(tmp_path, mqtt_broker, topic_pre
 def test_last_will_raises_a_power_loss_alarm(tmp_path, mqtt_broker, topic_prefix) -> None:  # covers HES-24
     import socket
 
-    listener = Listener(*mqtt_broker, topic_prefix)
+    listener = Listener(mqtt_broker, topic_prefix)
     gw = make_gateway(tmp_path, mqtt_broker, topic_prefix, [])
     try:
         gw.start()

@@ -55,15 +55,11 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type
 class Tap:
     """Every message on the test's topic root, raw, as the broker delivered it (uplink and downlink)."""
 
-    def __init__(self, host: str, port: int, root: str) -> None:
-        import paho.mqtt.client as mqtt
-
+    def __init__(self, broker: Any, root: str) -> None:
         self.raw: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"tap-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
+        self.client = broker.tap_client(root, client_id=f"tap-{uuid.uuid4().hex[:8]}")  # a test-only wiretap
         self.client.on_message = self._on_message
-        self.client.connect(host, port)
         self.client.subscribe(f"{root}/#", qos=1)
         self.client.loop_start()
         time.sleep(0.2)
@@ -98,8 +94,8 @@ class Tap:
 
 
 def test_missing_password_fails_the_order_and_no_secret_goes_uplink(start_headend, mqtt_broker, topic_prefix,
-                                                                    tmp_path, monkeypatch, caplog) -> None:
-    host, port = mqtt_broker
+                                                                    provision, tmp_path, monkeypatch,
+                                                                    caplog) -> None:
     key = generate_key()
     monkeypatch.setenv(KEY_ENV, key)
     with_pw = SimMeter(MeterModel("20000001", "single-phase", T0, load=ConstantLoad(1000), initial_wh=2_000_000),
@@ -109,15 +105,16 @@ def test_missing_password_fails_the_order_and_no_secret_goes_uplink(start_headen
     data_dir = tmp_path / "gw"
     SecretStore.open(data_dir, key=parse_key(key)).set("mkl-20000001", "password", with_pw.password)
     headend, engine = start_headend()
-    tap = Tap(host, port, topic_prefix)
+    creds = provision(engine, "OSS", "GWSECRET1")
+    tap = Tap(mqtt_broker, topic_prefix)
     with TcpMeterServer([with_pw, without], clock=lambda: NOW) as server:
         configs = [
             MeterConfig(link=f"{server.url}?address=20000001&secret=mkl-20000001", flag="MKL", serial="20000001",
                         secret="mkl-20000001", profile="makel"),
             MeterConfig(link=f"{server.url}?address=20000002", flag="VIK", serial="20000002", profile="viko"),
         ]
-        gw = Gateway(GatewayConfig(flag="OSS", serial="GWSECRET1", data_dir=data_dir, broker_host=host,
-                                   broker_port=port, topic_root=topic_prefix, heartbeat_interval_s=3600),
+        gw = Gateway(GatewayConfig(flag="OSS", serial="GWSECRET1", data_dir=data_dir, topic_root=topic_prefix,
+                                   heartbeat_interval_s=3600, **mqtt_broker.gateway_kwargs(creds)),
                      configs, clock=lambda: NOW)
         gw.start()
         try:
@@ -167,7 +164,7 @@ def test_missing_password_fails_the_order_and_no_secret_goes_uplink(start_headen
 
 def test_hls_counter_survives_a_gateway_restart_without_recovery(mqtt_broker, topic_prefix, tmp_path,
                                                                  monkeypatch) -> None:
-    host, port = mqtt_broker
+    creds = mqtt_broker.device(topic_prefix, "OSS", "GWSECRET2")
     key = generate_key()
     monkeypatch.setenv(KEY_ENV, key)
     data_dir = tmp_path / "gw"
@@ -194,13 +191,13 @@ def test_hls_counter_survives_a_gateway_restart_without_recovery(mqtt_broker, to
         return real_reader(transport)
 
     monkeypatch.setattr(dlms_client, "read_invocation_counter", counting_reader)
-    tap = Tap(host, port, topic_prefix)
+    tap = Tap(mqtt_broker, topic_prefix)
 
     def run_gateway(ref: str) -> dict[str, Any]:
         config = MeterConfig(link=f"tcp://127.0.0.1:{srv.port}", flag="OSS", serial="00012345", protocol="dlms",
                              profile="osos-sim-dlms", auth="hls-gmac", client_sap="1", secret="dlms-1")
-        gw = Gateway(GatewayConfig(flag="OSS", serial="GWSECRET2", data_dir=data_dir, broker_host=host,
-                                   broker_port=port, topic_root=topic_prefix, heartbeat_interval_s=3600),
+        gw = Gateway(GatewayConfig(flag="OSS", serial="GWSECRET2", data_dir=data_dir, topic_root=topic_prefix,
+                                   heartbeat_interval_s=3600, **mqtt_broker.gateway_kwargs(creds)),
                      [config], clock=lambda: NOW)
         gw.start()
         try:

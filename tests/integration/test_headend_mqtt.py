@@ -22,12 +22,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
-from osos.config import Settings
 from osos.headend import orders
-from osos.headend.inventory import register_modem
-from osos.headend.service import HeadEnd
 from osos.protocols import mass
-from osos.store.db import make_engine, migrate, utcnow
+from osos.store.db import make_engine, migrate
 from osos.store.schema import alarms, heartbeats, meters, modems, raw_messages, readings
 
 pytestmark = pytest.mark.integration
@@ -41,14 +38,18 @@ def data_block(lines: list[str]) -> str:
 class FakeDevice:
     """A bare MQTT device written in the test (not the project's gateway), to drive the head-end exactly."""
 
-    def __init__(self, host: str, port: int, topics: mass.Topics, device: mass.Device) -> None:
+    def __init__(self, broker, creds, topics: mass.Topics, device: mass.Device,  # type: ignore[no-untyped-def]
+                 tls: bool = True) -> None:
         self.topics, self.device = topics, device
         self.inbox: queue.Queue[dict] = queue.Queue()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"dev-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
         )
+        self.client.username_pw_set(creds.username, creds.password)  # its own broker account
+        if tls:
+            self.client.tls_set(ca_certs=str(broker.ca))
         self.client.on_message = lambda c, u, m: self.inbox.put(json.loads(m.payload))
-        self.client.connect(host, port)
+        self.client.connect(broker.host, broker.port_for(tls))
         self.client.subscribe(topics.downlink(device), qos=1)
         self.client.loop_start()
 
@@ -79,12 +80,10 @@ def count(engine, table) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def test_uplink_orders_and_emergency_over_the_real_broker(mqtt_broker, start_headend, wait_until) -> None:
-    host, port = mqtt_broker
+def test_uplink_orders_and_emergency_over_the_real_broker(mqtt_broker, start_headend, provision, wait_until) -> None:
     headend, engine = start_headend(order_timeout_s=20)
-    with engine.begin() as conn:  # devices are refused unless provisioned (issue 7)
-        register_modem(conn, "OSS", "GW42", now=utcnow())
-    dev = FakeDevice(host, port, headend.topics, mass.Device("OSS", "GW42"))
+    creds = provision(engine, "OSS", "GW42")
+    dev = FakeDevice(mqtt_broker, creds, headend.topics, mass.Device("OSS", "GW42"))
     try:
         assert headend.connected
         ref = dev.send("identification", {"brand": "T", "meters": [{"flag": "MKL", "serialNumber": "4242"}]})
@@ -141,17 +140,21 @@ def _start_headend(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_prefix, tmp_path, wait_until) -> None:
-    host, port = mqtt_broker
+def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_prefix, provision, tmp_path,
+                                                   wait_until) -> None:
     engine = make_engine(pg_url)
     migrate(engine)
-    with engine.begin() as conn:  # devices are refused unless provisioned (issue 7)
-        register_modem(conn, "OSS", "CRASH1", now=utcnow())
+    creds = provision(engine, "OSS", "CRASH1")
+    mqtt_broker.headend_role_for(topic_prefix)
     env = {
         **os.environ,
         "OSOS_DATABASE_URL": pg_url,
-        "OSOS_MQTT_HOST": host,
-        "OSOS_MQTT_PORT": str(port),
+        "OSOS_MQTT_HOST": mqtt_broker.host,
+        "OSOS_MQTT_PORT": str(mqtt_broker.tls_port),
+        "OSOS_MQTT_USERNAME": mqtt_broker.headend_username,
+        "OSOS_MQTT_PASSWORD": mqtt_broker.headend_password,
+        "OSOS_MQTT_CA": str(mqtt_broker.ca),
+        "OSOS_DEVICE_TLS": "1",
         "OSOS_TOPIC_ROOT": topic_prefix,
         "OSOS_HEADEND_ID": f"crash-{uuid.uuid4().hex[:8]}",
         "OSOS_DATA_DIR": str(tmp_path),
@@ -161,7 +164,7 @@ def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_pr
     total, per_meter_registers = 600, 2
     try:
         # wait until the worker is subscribed: its first ack proves it
-        dev = FakeDevice(host, port, topics, mass.Device("OSS", "CRASH1"))
+        dev = FakeDevice(mqtt_broker, creds, topics, mass.Device("OSS", "CRASH1"))
         for _ in range(30):  # until the worker has subscribed, a heartbeat goes nowhere: repeat it
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "head-end exited"
             dev.send("heartbeat", {"signal": 1})
@@ -215,26 +218,18 @@ def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_pr
         engine.dispose()
 
 
-def test_plain_session_is_answered_on_the_mount_and_gets_no_relay(pg_url, mqtt_broker, topic_prefix,
+def test_plain_session_is_answered_on_the_mount_and_gets_no_relay(mqtt_broker, start_headend, provision,
                                                                   wait_until) -> None:
     """HES-54 with the broker's plain listener mounted at ``plain/``: the head-end (no mount point, device_tls on)
-    sees such a device's topics with the prefix. The fake device here publishes and subscribes with the prefix
-    exactly as Mosquitto's mount point delivers them. Its acks and orders go to the plain form; a relay order is
-    refused for it; a TLS-side device gets its order on the bare topic."""
-    host, port = mqtt_broker
-    engine = make_engine(pg_url)
-    migrate(engine)
-    settings = Settings(mqtt_host=host, mqtt_port=port, topic_root=topic_prefix, database_url=pg_url,
-                        headend_id=f"he-{uuid.uuid4().hex[:8]}", order_timeout_s=20, device_tls=True)
-    headend = HeadEnd(settings, engine)
+    sees the topics of a device on the plain listener with the prefix, while the device itself uses the bare
+    topics (the real Mosquitto mount). Its acks and orders go to the plain form; a relay order is refused for it;
+    a TLS-side device gets its order on the bare topic."""
+    headend, engine = start_headend(order_timeout_s=20)
     plain_dev = mass.Device("OSS", "PLAIN1")
     tls_dev = mass.Device("OSS", "TLS1")
-    with engine.begin() as conn:
-        for dev in (plain_dev, tls_dev):
-            register_modem(conn, dev.flag, dev.serial, now=utcnow())
-    headend.start()
-    plain = FakeDevice(host, port, mass.Topics(f"plain/{topic_prefix}"), plain_dev)
-    tls = FakeDevice(host, port, mass.Topics(topic_prefix), tls_dev)
+    creds = {dev.serial: provision(engine, dev.flag, dev.serial) for dev in (plain_dev, tls_dev)}
+    plain = FakeDevice(mqtt_broker, creds["PLAIN1"], headend.topics, plain_dev, tls=False)
+    tls = FakeDevice(mqtt_broker, creds["TLS1"], headend.topics, tls_dev)
     try:
         assert headend.connected
         meters_of = {"PLAIN1": "5001", "TLS1": "5002"}
@@ -262,5 +257,3 @@ def test_plain_session_is_answered_on_the_mount_and_gets_no_relay(pg_url, mqtt_b
     finally:
         plain.close()
         tls.close()
-        headend.stop()
-        engine.dispose()

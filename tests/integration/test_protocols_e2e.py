@@ -27,7 +27,6 @@ from osos.field.meters.modbus_analyzer import AnalyzerServer, SimulatedAnalyzer
 from osos.field.meters.model import ConstantLoad, MeterModel
 from osos.field.meters.serve import TcpMeterServer
 from osos.headend import orders
-from osos.headend.inventory import register_modem
 from osos.headend.service import HeadEnd
 from osos.protocols import modbus as M
 from osos.store.db import make_engine, migrate
@@ -50,9 +49,8 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_read_load_profile_relay_and_time_set_across_three_protocols(pg_url, mqtt_broker, topic_prefix,
+def test_read_load_profile_relay_and_time_set_across_three_protocols(pg_url, mqtt_broker, topic_prefix, provision,
                                                                      tmp_path) -> None:
-    host, port = mqtt_broker
     iec = SimMeter(MeterModel("20000001", "kombi", T0, load=ConstantLoad(1000), initial_wh=2_000_000),
                    brand("makel"), address="20000001")
     dlms_now = GW_NOW
@@ -60,14 +58,14 @@ def test_read_load_profile_relay_and_time_set_across_three_protocols(pg_url, mqt
     dlms.set_time(GW_NOW - dt.timedelta(minutes=7))  # a meter clock 7 minutes slow, for the time-set order
     sdm = M.load_map("eastron-sdm630")
     analyzer = SimulatedAnalyzer(sdm, seed=7, unit=1, clock=lambda: GW_NOW)
-    # device_tls: this broker's one listener has no mount point, so the head-end counts it as the TLS side and the
-    # relay orders below may go (HES-54 refuses them on plain sessions; tests/integration/test_headend_mqtt.py)
-    settings = Settings(mqtt_host=host, mqtt_port=port, topic_root=topic_prefix, database_url=pg_url,
-                        headend_id=f"he-{uuid.uuid4().hex[:8]}", order_timeout_s=30, device_tls=True)
+    mqtt_broker.headend_role_for(topic_prefix)
+    settings = Settings(mqtt_host=mqtt_broker.host, mqtt_port=mqtt_broker.tls_port, topic_root=topic_prefix,
+                        database_url=pg_url, headend_id=f"he-{uuid.uuid4().hex[:8]}", order_timeout_s=30,
+                        mqtt_username=mqtt_broker.headend_username, mqtt_password=mqtt_broker.headend_password,
+                        mqtt_tls=True, mqtt_ca=mqtt_broker.ca, device_tls=True)
     engine = make_engine(pg_url)
     migrate(engine)
-    with engine.begin() as conn:  # devices are refused unless provisioned (issue 7)
-        register_modem(conn, "OSS", "GW3PROTO", now=T0)
+    creds = provision(engine, "OSS", "GW3PROTO")
     headend = HeadEnd(settings, engine)
     with TcpMeterServer([iec], clock=lambda: GW_NOW) as iec_srv, WrapperServer(dlms) as dlms_srv, \
             AnalyzerServer([analyzer], framer="rtu") as mb_srv:
@@ -80,8 +78,8 @@ def test_read_load_profile_relay_and_time_set_across_three_protocols(pg_url, mqt
             MeterConfig(link=f"tcp://127.0.0.1:{mb_srv.port}", flag="EAS", serial="SDM0001", protocol="modbus",
                         profile="eastron-sdm630"),
         ]
-        gw = Gateway(GatewayConfig(flag="OSS", serial="GW3PROTO", data_dir=tmp_path / "gw", broker_host=host,
-                                   broker_port=port, topic_root=topic_prefix, heartbeat_interval_s=3600),
+        gw = Gateway(GatewayConfig(flag="OSS", serial="GW3PROTO", data_dir=tmp_path / "gw", topic_root=topic_prefix,
+                                   heartbeat_interval_s=3600, **mqtt_broker.gateway_kwargs(creds)),
                      configs, clock=lambda: GW_NOW)
         headend.start()
         gw.start()

@@ -37,7 +37,8 @@ def free_port() -> int:
 
 
 def test_headend_opens_the_socket_and_reads_iec_and_dlms_through_it(mqtt_broker, topic_prefix, tmp_path) -> None:
-    host, port = mqtt_broker
+    host = mqtt_broker.host
+    creds = mqtt_broker.device(topic_prefix, "OSS", "GWTRANS1")
     iec = SimMeter(MeterModel("30000001", "single-phase", T0, load=ConstantLoad(500), initial_wh=1_000_000),
                    brand("viko"), address="30000001")
     dlms = SimulatedDlmsMeter(lambda: NOW, MeterSecrets(password=b"12345678"))
@@ -46,12 +47,15 @@ def test_headend_opens_the_socket_and_reads_iec_and_dlms_through_it(mqtt_broker,
         configs = [MeterConfig(link=link, flag="VIK" if "address" in link else "OSS",
                                serial="30000001" if "address" in link else "00012345",
                                protocol="iec62056-21" if "address" in link else "dlms") for link in links]
-        gw = Gateway(GatewayConfig(flag="OSS", serial="GWTRANS1", data_dir=tmp_path / "gw", broker_host=host,
-                                   broker_port=port, topic_root=topic_prefix, heartbeat_interval_s=3600),
+        gw = Gateway(GatewayConfig(flag="OSS", serial="GWTRANS1", data_dir=tmp_path / "gw", topic_root=topic_prefix,
+                                   heartbeat_interval_s=3600, **mqtt_broker.gateway_kwargs(creds)),
                      configs, clock=lambda: NOW)
         with gw:
             assert gw.connected.wait(10)
-            client = TransparentClient(host, port, mass.Topics(topic_prefix), mass.Device("OSS", "GWTRANS1"))
+            mqtt_broker.headend_role_for(topic_prefix)
+            client = TransparentClient(host, mqtt_broker.tls_port, mass.Topics(topic_prefix),
+                                       mass.Device("OSS", "GWTRANS1"), username=mqtt_broker.headend_username,
+                                       password=mqtt_broker.headend_password, ca=mqtt_broker.ca)
             iec_id = 1 + next(i for i, c in enumerate(configs) if c.protocol == "iec62056-21")
             dlms_id = 1 + next(i for i, c in enumerate(configs) if c.protocol == "dlms")
 

@@ -1,6 +1,7 @@
 """Interoperability with a device no one here wrote: the public MASS v0.2 reference simulator
 (github erdem-aydemir/mass-simulator), run unmodified in its own virtualenv with its own pinned requirements,
-pointed at the real Mosquitto; the head-end runs on the real PostgreSQL.
+pointed at a real Mosquitto with authentication on (the simulator logs in with its own account, as a device marked
+legacy); the head-end runs on the real PostgreSQL.
 
 Its code is never part of this repository: the test reads it from a local git mirror named by
 OSOS_MASS_SIMULATOR_GIT (default: where the project's fetch tool puts it) and skips when there is none.
@@ -24,8 +25,6 @@ import pytest
 from sqlalchemy import func, select
 
 from osos.headend import orders
-from osos.headend.inventory import register_modem
-from osos.store.db import utcnow
 from osos.store.schema import heartbeats, meters, modems, register_latest
 
 pytestmark = pytest.mark.integration
@@ -65,20 +64,22 @@ def _free_port() -> int:
 
 
 def test_reference_simulator_registers_beats_and_answers_a_read(
-    mqtt_broker, start_headend, tmp_path, wait_until
+    mqtt_broker, start_headend, provision, tmp_path, wait_until
 ) -> None:
     src, venv = _simulator_checkout(tmp_path)
-    host, port = mqtt_broker
     headend, engine = start_headend(order_timeout_s=30)
     serial = "SIM" + uuid.uuid4().hex[:10].upper()
-    with engine.begin() as conn:  # devices are refused unless provisioned; the shared topic needs the legacy mark
-        register_modem(conn, "XYZ", serial, legacy=True, now=utcnow())
+    # the simulator sends MQTT_USERNAME/MQTT_PASSWORD (simulator.py, Config) but has no TLS option: it gets its own
+    # account, marked legacy because it speaks on the shared MASS topics, and uses the plain (mounted) listener
+    creds = provision(engine, "XYZ", serial, legacy=True)
     env = {
         **os.environ,
         "DEVICE_FLAG": "XYZ",
         "DEVICE_SERIAL": serial,
-        "MQTT_BROKER": host,
-        "MQTT_PORT": str(port),
+        "MQTT_BROKER": mqtt_broker.host,
+        "MQTT_PORT": str(mqtt_broker.plain_port),
+        "MQTT_USERNAME": creds.username,
+        "MQTT_PASSWORD": creds.password,
         "TOPIC_TO_SERVER": headend.topics.legacy_uplink,
         "TOPIC_FROM_SERVER": headend.topics.legacy_downlink,
         "HEARTBEAT_INTERVAL": "1",
