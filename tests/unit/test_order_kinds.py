@@ -113,7 +113,7 @@ def test_gateway_keeps_its_configured_secrets_over_request_params(tmp_path: Path
                      address="70000001")
     with TcpMeterServer([meter], clock=lambda: t0) as server:
         config = MeterConfig(link=f"{server.url}?address=70000001", flag="MKL", serial="70000001",
-                             password=makel.password, profile="makel")
+                             password=meter.password, profile="makel")
         gw = Gateway(GatewayConfig(flag="OSS", serial="GWSECRET", data_dir=tmp_path), [config], clock=lambda: t0)
         try:
             gw._handle_read("ref-1", {"directive": "short-read", "meter": config.identity,
