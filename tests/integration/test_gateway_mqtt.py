@@ -293,7 +293,18 @@ def test_last_will_raises_a_power_loss_alarm(tmp_path, mqtt_broker, topic_prefix
     try:
         gw.start()
         listener.wait_for(lambda r: r.body["function"] == "identification")
-        gw._client.socket().shutdown(socket.SHUT_RDWR)  # the line drops without an MQTT DISCONNECT
+        # the line drops without an MQTT DISCONNECT; under load paho may be between sockets (a TLS reconnect):
+        # then wait for the live one
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                gw._client.socket().shutdown(socket.SHUT_RDWR)
+                break
+            except (OSError, AttributeError):
+                if time.monotonic() > deadline:
+                    raise
+                gw.connected.wait(1)
+                time.sleep(0.1)
         alarm = listener.wait_for(lambda r: r.body["function"] == "alarm", timeout=15)
         assert alarm.topic == f"{topic_prefix}/device/OSS/0000000001/emergency"
         assert alarm.body["response"][0]["type"] == "powerLoss"
