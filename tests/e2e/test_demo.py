@@ -131,6 +131,7 @@ def test_demo_serves_a_live_fleet_and_answers_a_read_order(demo) -> None:
 
     meter = meters[0]
     before = client.get(f"/api/v1/meters/{meter['id']}/registers").json()
+    time.sleep(1.1)  # read dates have whole seconds: the order's read must fall in a later second than `before`
     created = client.post("/api/v1/orders", json={"kind": "read", "meter": meter["id"]})
     assert created.status_code in (200, 201), created.text
     oid = created.json()["id"]
