@@ -98,6 +98,8 @@ class Settings:
     device_tls: bool = False
     # read dates further than this in the future are flagged and never become the latest value (HES-6)
     future_skew_s: float = 600.0
+    # HES-35: a meter whose clock is off by more than this gets a time-set order (osos.headend.timesync)
+    time_sync_threshold_s: int = 300
     token_ttl_s: int = 8 * 3600
     timezone: str = "Europe/Istanbul"
     # --- web trust boundary (issue 7, accounts): whose X-Forwarded-For to believe, how big a request body may be
@@ -130,6 +132,7 @@ class Settings:
             order_timeout_s=float(env.get("OSOS_ORDER_TIMEOUT_S", "60")),
             device_tls=env.get("OSOS_DEVICE_TLS", "") in ("1", "true", "yes"),
             future_skew_s=float(env.get("OSOS_FUTURE_SKEW_S", "600")),
+            time_sync_threshold_s=int(env.get("OSOS_TIME_SYNC_THRESHOLD_S", "300")),
             timezone=env.get("OSOS_TIMEZONE", "Europe/Istanbul"),
             trusted_proxies=parse_networks(env.get("OSOS_TRUSTED_PROXIES", "")),
             max_body_bytes=parse_size(env.get("OSOS_MAX_BODY_BYTES", ""), DEFAULT_MAX_BODY_BYTES),

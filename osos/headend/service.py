@@ -76,7 +76,8 @@ class HeadEnd:
         self.settings = settings
         self.engine = engine
         self.topics = mass.Topics(settings.topic_root, device_tls=settings.device_tls)
-        self.ingestor = Ingestor(engine, self.topics, future_skew_s=settings.future_skew_s)
+        self.ingestor = Ingestor(engine, self.topics, future_skew_s=settings.future_skew_s,
+                                 time_sync_threshold_s=settings.time_sync_threshold_s)
         self.protocol = protocol
         self.stats = Stats()
         self._bulk: queue.Queue[Incoming] = queue.Queue()

@@ -44,6 +44,9 @@ class Modem(BaseModel):
     last_seen_at: datetime | None
     last_heartbeat_at: datetime | None
     signal: int | None
+    clock_drift_s: int | None = Field(None, description="clock minus head-end time at the last measurement, "
+                                      "seconds; positive = ahead (HES-35)")
+    drift_measured_at: datetime | None = None
     meters: int = Field(description="number of meters behind this modem")
     online: bool = Field(description="a heartbeat within 3 heartbeat periods or 5 minutes, whichever is longer")
 
@@ -82,6 +85,9 @@ class Meter(BaseModel):
     subscriber_name: str | None
     first_seen_at: datetime | None
     last_read_at: datetime | None
+    clock_drift_s: int | None = Field(None, description="clock minus head-end time at the last measurement, "
+                                      "seconds; positive = ahead (HES-35)")
+    drift_measured_at: datetime | None = None
 
 
 class RegisterValue(BaseModel):
