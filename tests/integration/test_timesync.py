@@ -218,3 +218,12 @@ def test_drift_is_visible_in_the_api_views(engine, meter) -> None:
     assert listed["clock_drift_s"] == 419
     # 11:59:00 against 12:00:00.5 -> -60.5 s -> -60
     assert (d["clock_drift_s"], d["drift_measured_at"], ml["clock_drift_s"]) == (-60, NOW, -60)
+
+
+@pytest.mark.parametrize("bad", ["-5", "five", "1.5"])
+def test_bad_threshold_is_a_config_error(monkeypatch, bad: str) -> None:
+    from osos.config import ConfigError
+
+    monkeypatch.setenv("OSOS_TIME_SYNC_THRESHOLD_S", bad)
+    with pytest.raises(ConfigError, match="OSOS_TIME_SYNC_THRESHOLD_S"):
+        Settings.from_env()
