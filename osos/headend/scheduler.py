@@ -181,8 +181,12 @@ def run_due(engine: Engine, *, tz: str, now: datetime | None = None) -> list[Run
         ).all()
     runs = []
     for schedule_id, seen_next in due:
-        with engine.begin() as conn:
-            run = _claim_and_run(conn, int(schedule_id), seen_next, tz=tz, now=now)
+        try:
+            with engine.begin() as conn:
+                run = _claim_and_run(conn, int(schedule_id), seen_next, tz=tz, now=now)
+        except Exception:  # one broken schedule (e.g. a row edited by hand) must not stop the others
+            log.exception("schedule %s could not run", schedule_id)
+            continue
         if run is not None:
             runs.append(run)
     return runs

@@ -215,3 +215,16 @@ def test_two_schedulers_each_run_once(engine, fleet, db_url: str) -> None:
         other.dispose()
     assert claimed == [1] * rounds
     assert len(scheduled_orders(engine)) == rounds * 3
+
+
+def test_a_broken_schedule_does_not_stop_the_others(engine, fleet) -> None:
+    add(engine, name="a-broken", cron="0 * * * *")
+    add(engine, name="b-fine", cron="0 * * * *", group={"tags": ["north"]})
+    with engine.begin() as conn:  # written by other means than add_schedule: not a cron expression
+        conn.execute(update(schedules).where(schedules.c.name == "a-broken").values(cron="not a cron"))
+    runs = run_due(engine, tz=IST, now=H13)
+    assert [r.name for r in runs] == ["b-fine"]
+    assert len(scheduled_orders(engine)) == 2
+    with engine.connect() as conn:  # the broken one stays due (its claim rolled back)
+        row = conn.execute(select(schedules).where(schedules.c.name == "a-broken")).mappings().one()
+    assert as_utc(row["next_run_at"]) == H13 and row["last_run_at"] is None
