@@ -51,6 +51,7 @@ PERMISSIONS = (
     "order.read",  # start a meter reading
     "order.program",  # meter programming: time-set (HES-35)
     "order.relay",  # connect / disconnect (HES-11)
+    "schedule.manage",  # add and remove recurring order schedules (HES-10)
     "modem.configure",  # modem parameters (later)
     "modem.provision",  # add modems and issue their broker credentials (HES-4, HES-56)
     "firmware.manage",  # software management (later)
@@ -58,7 +59,8 @@ PERMISSIONS = (
 )
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read"}),
-    "operator": frozenset({"read", "order.read", "order.relay", "order.program"}),  # relay/time-set: HES-11/35
+    # relay/time-set: HES-11/35; schedules: HES-10
+    "operator": frozenset({"read", "order.read", "order.relay", "order.program", "schedule.manage"}),
     "admin": frozenset(PERMISSIONS),
 }
 ROLES = tuple(ROLE_PERMISSIONS)

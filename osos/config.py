@@ -52,6 +52,19 @@ def parse_size(text: str, default: int) -> int:
     return value
 
 
+def parse_seconds(name: str, text: str, default: int) -> int:
+    """A whole, non-negative number of seconds from the environment (empty: the default)."""
+    if not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{name} must be a whole number of seconds (0 or more), not {text!r}")
+    return value
+
+
 def ensure_private_dir(path: Path) -> None:
     """Create ``path`` readable by its owner only (0700), or take group/other bits away from an existing one: it
     holds the database, the token key and logs (HES-59 "readable only by authorized users")."""
@@ -98,6 +111,8 @@ class Settings:
     device_tls: bool = False
     # read dates further than this in the future are flagged and never become the latest value (HES-6)
     future_skew_s: float = 600.0
+    # HES-35: a meter whose clock is off by more than this gets a time-set order (osos.headend.timesync)
+    time_sync_threshold_s: int = 300
     token_ttl_s: int = 8 * 3600
     timezone: str = "Europe/Istanbul"
     # --- web trust boundary (issue 7, accounts): whose X-Forwarded-For to believe, how big a request body may be
@@ -130,6 +145,8 @@ class Settings:
             order_timeout_s=float(env.get("OSOS_ORDER_TIMEOUT_S", "60")),
             device_tls=env.get("OSOS_DEVICE_TLS", "") in ("1", "true", "yes"),
             future_skew_s=float(env.get("OSOS_FUTURE_SKEW_S", "600")),
+            time_sync_threshold_s=parse_seconds("OSOS_TIME_SYNC_THRESHOLD_S",
+                                                env.get("OSOS_TIME_SYNC_THRESHOLD_S", ""), 300),
             timezone=env.get("OSOS_TIMEZONE", "Europe/Istanbul"),
             trusted_proxies=parse_networks(env.get("OSOS_TRUSTED_PROXIES", "")),
             max_body_bytes=parse_size(env.get("OSOS_MAX_BODY_BYTES", ""), DEFAULT_MAX_BODY_BYTES),

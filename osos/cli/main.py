@@ -27,6 +27,7 @@ from osos.cli import fare as _fare  # noqa: E402
 from osos.cli import field as _field  # noqa: E402
 from osos.cli import modbus as _modbus  # noqa: E402
 from osos.cli import modem as _modem  # noqa: E402
+from osos.cli import schedule as _schedule  # noqa: E402
 from osos.cli import server as _server  # noqa: E402
 from osos.cli import tariff_tools as _tariff_tools  # noqa: E402
 from osos.cli import users as _users  # noqa: E402
@@ -38,6 +39,7 @@ _fare.register(app)
 _field.register(app)
 _modbus.register(app)
 _modem.register(app)
+_schedule.register(app)
 _server.register(app)
 _tariff_tools.register(app)
 _users.register(app)

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from osos.headend import orders
+from osos.headend import orders, timesync
 from osos.headend.interpret import Interpretation, MeterReading, interpret, invalid, oversized, summary
 from osos.protocols import mass
 from osos.store.db import insert_or_ignore, upsert, utcnow
@@ -89,10 +89,12 @@ def write_log(
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, topics: mass.Topics, *, future_skew_s: float = 600.0) -> None:
+    def __init__(self, engine: Engine, topics: mass.Topics, *, future_skew_s: float = 600.0,
+                 time_sync_threshold_s: float = timesync.DEFAULT_THRESHOLD_S) -> None:
         self.engine = engine
         self.topics = topics
         self.future_skew_s = future_skew_s
+        self.time_sync_threshold_s = time_sync_threshold_s
 
     def _interpret(self, item: Incoming) -> Interpretation:
         if item.size is not None and item.sha256 is not None:
@@ -320,6 +322,9 @@ class Ingestor:
         values: dict[str, Any] = {"last_heartbeat_at": item.received_at}
         if _i(body.get("signal")) is not None:
             values["signal"] = _i(body.get("signal"))
+        drift = timesync.heartbeat_drift_s(conn, body, modem_id, item.received_at)  # HES-35
+        if drift is not None:
+            values.update(clock_drift_s=drift, drift_measured_at=item.received_at)
         conn.execute(update(modems).where(modems.c.id == modem_id).values(**values))
 
     def _on_alarm(
@@ -374,6 +379,11 @@ class Ingestor:
             return
         reading = it.reading
         meter_id = self._store_reading(conn, reading, modem_id, raw_id, item, it)
+        if "foreign-meter" not in it.flags:  # HES-35: only a meter of this modem, before its order is closed
+            drift = timesync.read_drift_s(conn, msg.body, msg.reference_id, modem_id, item.received_at)
+            if drift is not None:
+                timesync.record_meter_drift(conn, meter_id, drift, now=item.received_at,
+                                            threshold_s=self.time_sync_threshold_s)
         result = summary(reading) | {"raw_id": raw_id, "meter_id": meter_id}
         if it.flags:
             result["flags"] = list(it.flags)

@@ -164,6 +164,7 @@ def create_order(
     priority: int = 5,
     request: dict[str, Any] | None = None,
     now: datetime | None = None,
+    source: str = "api",
 ) -> int:
     """Queue one order for a meter, or for every meter behind a modem (``modem_id`` without ``meter_id``).
     Asking again for work that is still open returns the open order instead of a duplicate (HES-12)."""
@@ -212,6 +213,7 @@ def create_order(
             request=request or {},
             attempts=0,
             created_by=created_by,
+            source=source,  # api | ui | schedule | system (issue 8)
             created_at=now,
             updated_at=now,
         )

@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import Engine
 
 from osos.config import Settings
-from osos.headend import orders
+from osos.headend import orders, scheduler
 from osos.headend.ingest import Incoming, Ingestor, Outcome, write_log
 from osos.protocols import mass
 from osos.store.db import utcnow
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 BATCH_MAX = 500
 BATCH_WAIT_S = 0.02
 SESSION_EXPIRY_S = 7 * 24 * 3600
+#: how often the scheduler thread looks for due schedules (HES-10); cron's resolution is a minute
+SCHEDULE_PERIOD_S = 5.0
 
 
 @dataclass
@@ -74,7 +76,8 @@ class HeadEnd:
         self.settings = settings
         self.engine = engine
         self.topics = mass.Topics(settings.topic_root, device_tls=settings.device_tls)
-        self.ingestor = Ingestor(engine, self.topics, future_skew_s=settings.future_skew_s)
+        self.ingestor = Ingestor(engine, self.topics, future_skew_s=settings.future_skew_s,
+                                 time_sync_threshold_s=settings.time_sync_threshold_s)
         self.protocol = protocol
         self.stats = Stats()
         self._bulk: queue.Queue[Incoming] = queue.Queue()
@@ -107,7 +110,8 @@ class HeadEnd:
             kwargs["properties"] = props
         self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, **kwargs)
         self.client.loop_start()
-        for target, name in ((self._ingest_loop, "osos-ingest"), (self._dispatch_loop, "osos-dispatch")):
+        for target, name in ((self._ingest_loop, "osos-ingest"), (self._dispatch_loop, "osos-dispatch"),
+                             (self._schedule_loop, "osos-schedule")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -241,6 +245,18 @@ class HeadEnd:
             except Exception:
                 log.exception("dispatcher error")
                 time.sleep(1)
+
+    # -- scheduler (HES-10) ------------------------------------------------------------------------------------
+    def _schedule_loop(self) -> None:
+        """Run due schedules; safe beside other head-end processes (each run is claimed in the database, see
+        osos.headend.scheduler). Independent of the broker connection: it only queues orders."""
+        while not self._stop.is_set():
+            try:
+                if scheduler.run_due(self.engine, tz=self.settings.timezone):
+                    self._wake.set()
+            except Exception:
+                log.exception("scheduler error")
+            self._stop.wait(SCHEDULE_PERIOD_S)
 
     def _dispatch_one(self) -> bool:
         with self.engine.begin() as conn:

@@ -82,6 +82,8 @@ def list_modems(
             modems.c.last_seen_at,
             modems.c.last_heartbeat_at,
             modems.c.signal,
+            modems.c.clock_drift_s,
+            modems.c.drift_measured_at,
             func.coalesce(meter_count.c.n, 0).label("meters"),
         )
         .select_from(modems.outerjoin(meter_count, meter_count.c.modem_id == modems.c.id))
@@ -100,6 +102,7 @@ def list_modems(
         item = dict(row)
         item["last_seen_at"] = as_utc(item["last_seen_at"])
         item["last_heartbeat_at"] = as_utc(item["last_heartbeat_at"])
+        item["drift_measured_at"] = as_utc(item["drift_measured_at"])
         item["meters"] = int(item["meters"])
         hb = item["last_heartbeat_at"]
         item["online"] = hb is not None and now - hb <= window
@@ -115,7 +118,7 @@ def get_modem(
     if row is None:
         return None
     item = dict(row)
-    for key in ("registered_at", "identified_at", "last_seen_at", "last_heartbeat_at"):
+    for key in ("registered_at", "identified_at", "last_seen_at", "last_heartbeat_at", "drift_measured_at"):
         item[key] = as_utc(item[key])
     item["meters"] = int(
         conn.execute(select(func.count()).select_from(meters).where(meters.c.modem_id == modem_id)).scalar_one()
@@ -139,6 +142,8 @@ def _meter_query() -> Any:
         meters.c.subscriber_name,
         meters.c.first_seen_at,
         meters.c.last_read_at,
+        meters.c.clock_drift_s,
+        meters.c.drift_measured_at,
         meters.c.modem_id,
         modems.c.flag.label("modem_flag"),
         modems.c.serial.label("modem_serial"),
@@ -153,6 +158,7 @@ def _meter_dict(row: Any) -> dict[str, Any]:
     item["modem"] = None if modem_id is None else {"id": modem_id, "flag": modem_flag, "serial": modem_serial}
     item["first_seen_at"] = as_utc(item["first_seen_at"])
     item["last_read_at"] = as_utc(item["last_read_at"])
+    item["drift_measured_at"] = as_utc(item["drift_measured_at"])
     return item
 
 

@@ -65,6 +65,9 @@ modems = Table(
     Column("identified_at", UTC),
     Column("last_seen_at", UTC),
     Column("last_heartbeat_at", UTC),
+    # HES-35: the modem's clock minus the head-end's receive time at its last heartbeat (osos.headend.timesync)
+    Column("clock_drift_s", Integer),
+    Column("drift_measured_at", UTC),
     UniqueConstraint("flag", "serial", name="uq_modems_flag_serial"),
 )
 
@@ -85,6 +88,9 @@ meters = Table(
     Column("identity", JSON),
     Column("first_seen_at", UTC, nullable=False),
     Column("last_read_at", UTC),
+    # HES-35: the meter's clock minus the head-end's estimate of the reading moment (osos.headend.timesync)
+    Column("clock_drift_s", Integer),
+    Column("drift_measured_at", UTC),
     UniqueConstraint("flag", "serial", name="uq_meters_flag_serial"),
 )
 
@@ -186,9 +192,42 @@ orders = Table(
     Column("started_at", UTC),
     Column("finished_at", UTC),
     Column("deadline_at", UTC),
+    Column("source", String(16)),  # api | ui | schedule | system (issue 8); NULL for orders made before
     UniqueConstraint("reference_id", name="uq_orders_reference_id"),
 )
 Index("ix_orders_status_priority", orders.c.status, orders.c.priority, orders.c.id)
+
+# Device groups (issue 8): free-form labels on meters, one row per (meter, tag), so "every meter tagged X" is an
+# indexed join on SQLite and PostgreSQL alike (a JSON list column would need dialect-specific JSON operators).
+meter_tags = Table(
+    "meter_tags",
+    metadata,
+    Column("meter_id", Integer, ForeignKey("meters.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(64), primary_key=True),
+)
+Index("ix_meter_tags_tag", meter_tags.c.tag, meter_tags.c.meter_id)
+
+# HES-10: recurring orders for a device group. next_run_at is the claim: a process runs a due schedule only if
+# its conditional UPDATE moves next_run_at on from the value it read (osos.headend.scheduler), so N head-ends
+# dispatch each run exactly once.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("cron", String(128)),  # 5-field cron in the configured time zone, or
+    Column("every_minutes", Integer),  # every N minutes aligned to local midnight (N divides 1440)
+    Column("group", JSON, nullable=False),  # {"modems": [...], "tags": [...], "kind": ..., "brand": ...}
+    Column("priority", Integer, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_by", String(64)),
+    Column("created_at", UTC, nullable=False),
+    Column("last_run_at", UTC),
+    Column("next_run_at", UTC, nullable=False),
+    UniqueConstraint("name", name="uq_schedules_name"),
+)
+Index("ix_schedules_enabled_next", schedules.c.enabled, schedules.c.next_run_at)
 
 users = Table(
     "users",

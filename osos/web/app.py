@@ -28,6 +28,7 @@ from osos.web.api import auth as api_auth
 from osos.web.api import inventory as api_inventory
 from osos.web.api import modems as api_modems
 from osos.web.api import orders as api_orders
+from osos.web.api import schedules as api_schedules
 from osos.web.api import users as api_users
 from osos.web.middleware import BodyLimit, ClientAddress
 from osos.web.security import Forbidden, NotAuthenticated, RejectionCounter, write_rejections
@@ -134,6 +135,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(api_auth.router)
     app.include_router(api_inventory.router)
     app.include_router(api_orders.router)
+    app.include_router(api_schedules.router)
     app.include_router(api_users.router)
     app.include_router(api_modems.router)
     app.include_router(ui_routes.router)

@@ -44,6 +44,9 @@ class Modem(BaseModel):
     last_seen_at: datetime | None
     last_heartbeat_at: datetime | None
     signal: int | None
+    clock_drift_s: int | None = Field(None, description="clock minus head-end time at the last measurement, "
+                                      "seconds; positive = ahead (HES-35)")
+    drift_measured_at: datetime | None = None
     meters: int = Field(description="number of meters behind this modem")
     online: bool = Field(description="a heartbeat within 3 heartbeat periods or 5 minutes, whichever is longer")
 
@@ -82,6 +85,9 @@ class Meter(BaseModel):
     subscriber_name: str | None
     first_seen_at: datetime | None
     last_read_at: datetime | None
+    clock_drift_s: int | None = Field(None, description="clock minus head-end time at the last measurement, "
+                                      "seconds; positive = ahead (HES-35)")
+    drift_measured_at: datetime | None = None
 
 
 class RegisterValue(BaseModel):
@@ -158,6 +164,50 @@ class Order(BaseModel):
     finished_at: datetime | None
     result: Any = None
     error: str | None
+
+
+# ------------------------------------------------------------------------------------------- schedules (HES-10)
+
+ScheduleIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="schedule id")]
+
+
+class DeviceGroup(BaseModel):
+    """Which meters: every key given narrows the selection (AND); inside a list any entry matches; {} is every
+    meter."""
+
+    model_config = {"extra": "forbid"}
+    modems: list[int | str] | None = Field(default=None, max_length=1000,
+                                           description="modem ids or serials (FLAGserial or serial)")
+    tags: list[str] | None = Field(default=None, max_length=1000, description="meter tags")
+    kind: str | None = Field(default=None, max_length=64, description="meter kind, e.g. three-phase")
+    brand: str | None = Field(default=None, max_length=64, description="meter brand (flag), e.g. MKL")
+
+
+class ScheduleCreate(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = Field(min_length=1, max_length=64, pattern=NO_CONTROL)
+    kind: str = Field(max_length=32, examples=["read"], description="an order kind that needs no request")
+    cron: str | None = Field(default=None, max_length=128, pattern=NO_CONTROL, examples=["0 2 * * *"],
+                             description="5-field cron in the head-end's time zone")
+    every_minutes: int | None = Field(default=None, ge=1, le=1440,
+                                      description="instead of cron: every N minutes from local midnight")
+    group: DeviceGroup = Field(default_factory=DeviceGroup)
+    priority: int = Field(default=5, ge=0, le=9)
+
+
+class Schedule(BaseModel):
+    id: int
+    name: str
+    kind: str
+    cron: str | None
+    every_minutes: int | None
+    group: dict[str, Any]
+    priority: int
+    enabled: bool
+    created_by: str | None
+    created_at: datetime | None
+    last_run_at: datetime | None
+    next_run_at: datetime | None
 
 
 # --------------------------------------------------------------------------------------- users (HES-56, HES-60)

@@ -1,0 +1,114 @@
+"""Time sync through a running head-end on the real Mosquitto and PostgreSQL (HES-35): a device answers read
+orders with its clock 7 minutes ahead for one meter and 2 minutes ahead for another; the head-end stores both
+drifts, queues a time-set order (source "system") for the first only, and sends it to the device.
+
+covers HES-35
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from functools import reduce
+
+import pytest
+from sqlalchemy import select
+
+from osos.headend import orders
+from osos.protocols import mass
+from osos.store.schema import meters
+from osos.store.schema import orders as orders_table
+
+
+def data_block(lines: list[str]) -> str:
+    """An IEC 62056-21 data block with its BCC (XOR of every byte after STX up to ETX)."""
+    body = "".join(line + "\r\n" for line in lines) + "!\r\n\x03"
+    return "\x02" + body + chr(reduce(lambda a, b: a ^ b, body.encode("latin-1"), 0))
+
+
+class FakeDevice:
+    """A bare MQTT device written here (not the project's gateway), with its own broker account, over TLS."""
+
+    def __init__(self, broker, creds, topics: mass.Topics, device: mass.Device) -> None:  # type: ignore[no-untyped-def]
+        self.topics, self.device = topics, device
+        self.inbox: queue.Queue[dict] = queue.Queue()
+        self.client = broker.client(creds.username, creds.password, tls=True, client_id=f"dev-{uuid.uuid4().hex[:8]}")
+        self.client.on_message = lambda c, u, m: self.inbox.put(json.loads(m.payload))
+        self.client.connect(broker.host, broker.tls_port)
+        self.client.subscribe(topics.downlink(device), qos=1)
+        self.client.loop_start()
+
+    def send(self, function: str, response: object, ref: str | None = None) -> None:
+        msg = mass.make(function, self.device, reference_id=ref, response=response)
+        self.client.publish(self.topics.uplink(self.device), mass.encode(msg), qos=1).wait_for_publish(10)
+
+    def expect(self, function: str, timeout: float = 15.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if msg["function"] == function:
+                return msg
+        raise AssertionError(f"no {function} arrived")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_clock_seven_minutes_off_is_synced(mqtt_broker, start_headend, provision, wait_until) -> None:
+    headend, engine = start_headend(order_timeout_s=20)
+    creds = provision(engine, "OSS", "GWSYNC")
+    dev = FakeDevice(mqtt_broker, creds, headend.topics, mass.Device("OSS", "GWSYNC"))
+    try:
+        dev.send("identification", {"brand": "T", "meters": [{"flag": "MKL", "serialNumber": "701"},
+                                                             {"flag": "MKL", "serialNumber": "702"}]})
+        dev.expect("ack")
+        wait_until(lambda: len(ids(engine)) == 2, what="both meters registered")
+        synced: list[dict] = []
+        for serial, ahead in (("701", timedelta(minutes=7)), ("702", timedelta(minutes=2))):
+            with engine.begin() as conn:
+                oid = orders.create_order(conn, "read", meter_id=ids(engine)[serial], created_by="test")
+            headend.wake_dispatcher()
+            request = dev.expect("read")
+            while request["request"]["directive"] == "time-set":  # 701's sync order may come first: keep it
+                synced.append(request)
+                request = dev.expect("read")
+            read_date = (datetime.now(UTC) + ahead).strftime("%Y-%m-%d %H:%M:%S")
+            raw = data_block([f"0.0.0({serial})", "1.8.0(000001.000*kWh)"])
+            dev.send("read", {"meter": {"flag": "MKL", "serialNumber": serial}, "readDate": read_date,
+                              "timezone": "+00:00", "data": {"id": "/MKL5X", "rawData": raw}},
+                     ref=request["referenceId"])
+            wait_until(lambda oid=oid: status(engine, oid) == "succeeded", what=f"read of {serial} answered")
+
+        with engine.connect() as conn:
+            drift = dict(conn.execute(select(meters.c.serial, meters.c.clock_drift_s)).all())
+        # the device's clock ran 420 s ahead (minus the fraction of a second its timestamp drops, minus transit)
+        assert 400 <= drift["701"] <= 420
+        assert 100 <= drift["702"] <= 120
+        sync = synced[0] if synced else dev.expect("read")  # the head-end sends the sync order itself
+        assert sync["request"]["directive"] == "time-set"
+        assert sync["request"]["meter"] == {"flag": "MKL", "serialNumber": "701"}
+        with engine.connect() as conn:
+            rows = conn.execute(select(orders_table.c.meter_id, orders_table.c.source)
+                                .where(orders_table.c.kind == "time-set")).all()
+        assert [tuple(r) for r in rows] == [(ids(engine)["701"], "system")]
+    finally:
+        dev.close()
+
+
+def ids(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return {r.serial: r.id for r in conn.execute(select(meters.c.serial, meters.c.id))}
+
+
+def status(engine, oid: int) -> str:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return str(conn.execute(select(orders_table.c.status).where(orders_table.c.id == oid)).scalar_one())
