@@ -242,7 +242,7 @@ def start_headend(pg_url, mqtt_broker, topic_prefix):
 
     started: list = []
 
-    def start(order_timeout_s: float = 20.0):
+    def start(order_timeout_s: float = 20.0, time_sync_threshold_s: int = 300):
         mqtt_broker.headend_role_for(topic_prefix)
         settings = Settings(
             mqtt_host=mqtt_broker.host,
@@ -256,6 +256,7 @@ def start_headend(pg_url, mqtt_broker, topic_prefix):
             database_url=pg_url,
             headend_id=f"he-{uuid.uuid4().hex[:8]}",
             order_timeout_s=order_timeout_s,
+            time_sync_threshold_s=time_sync_threshold_s,
         )
         engine = make_engine(pg_url)
         migrate(engine)
