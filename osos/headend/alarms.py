@@ -24,17 +24,17 @@ from __future__ import annotations
 import contextlib
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, true, update
 from sqlalchemy.engine import Connection
 
 from osos.protocols import modbus, status_codes
-from osos.store.db import insert_or_ignore
+from osos.store.db import as_utc, insert_or_ignore
 from osos.store.schema import alarms, register_latest
 
 TYPES_FILE = Path(__file__).resolve().parent.parent / "data" / "alarms" / "types.toml"
@@ -374,3 +374,70 @@ def _s(value: Any, limit: int) -> str | None:
     if value is None or value == "":
         return None
     return str(value)[:limit]
+
+
+# ---------------------------------------------------------------------------------------------- queries
+
+def view(row: Any) -> dict[str, Any]:
+    """One alarm as the API and UI show it (times in UTC with their offset)."""
+    return {
+        "id": row.id, "type": row.type, "severity": row.severity, "state": row.state, "source": row.source,
+        "source_type": row.source_type, "emergency": bool(row.emergency), "modem": row.modem_id,
+        "meter": row.meter_id, "code": row.code, "level": row.level, "description": row.description,
+        "occurred_at": row.occurred_at, "received_at": as_utc(row.received_at),
+        "last_seen_at": as_utc(row.last_seen_at), "repeats": row.repeats, "acked_at": as_utc(row.acked_at),
+        "acked_by": row.acked_by, "cleared_at": as_utc(row.cleared_at), "cleared_by": row.cleared_by,
+        "raw_id": row.raw_id, "detail": row.detail,
+    }
+
+
+def to_utc(value: datetime) -> datetime:
+    """A bound in UTC (naive = UTC): SQLite compares stored UTC times as text, so an offset must be resolved."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def query(
+    conn: Connection,
+    *,
+    state: str | None = None,
+    kind: str | None = None,
+    severity: str | None = None,
+    modem_id: int | None = None,
+    meter_id: int | None = None,
+    emergency: bool | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Alarms newest first, filtered; returns (total matching, this page). ``since``/``until`` bound the time
+    the head-end received them (half-open: since <= t < until)."""
+    where = []
+    if state is not None:
+        where.append(alarms.c.state == state)
+    if kind is not None:
+        where.append(alarms.c.type == kind)
+    if severity is not None:
+        where.append(alarms.c.severity == severity)
+    if modem_id is not None:
+        where.append(alarms.c.modem_id == modem_id)
+    if meter_id is not None:
+        where.append(alarms.c.meter_id == meter_id)
+    if emergency is not None:
+        where.append(alarms.c.emergency.is_(emergency))
+    if since is not None:
+        where.append(alarms.c.received_at >= to_utc(since))
+    if until is not None:
+        where.append(alarms.c.received_at < to_utc(until))
+    cond = and_(true(), *where)
+    total = int(conn.execute(select(func.count()).select_from(alarms).where(cond)).scalar_one())
+    rows = conn.execute(
+        select(alarms).where(cond).order_by(alarms.c.received_at.desc(), alarms.c.id.desc()).limit(limit)
+        .offset(offset)
+    )
+    return total, [view(r) for r in rows]
+
+
+def get(conn: Connection, alarm_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
+    return view(row) if row is not None else None

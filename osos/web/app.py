@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 import osos
 from osos.config import Settings
+from osos.web.api import alarms as api_alarms
 from osos.web.api import auth as api_auth
 from osos.web.api import inventory as api_inventory
 from osos.web.api import modems as api_modems
@@ -136,6 +137,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(api_orders.router)
     app.include_router(api_users.router)
     app.include_router(api_modems.router)
+    app.include_router(api_alarms.router)
     app.include_router(ui_routes.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     _mount_api_docs(app)
