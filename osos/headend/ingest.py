@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from osos.headend import alarms as alarm_rules
-from osos.headend import orders
+from osos.headend import logs, orders
 from osos.headend.interpret import Interpretation, MeterReading, interpret, invalid, oversized, summary
 from osos.protocols import mass
 from osos.store.db import insert_or_ignore, upsert, utcnow
@@ -348,6 +348,24 @@ class Ingestor:
     ) -> None:
         """MASS notification function (HES-25): stored as informational alarms."""
         self._on_alarm(conn, msg, it, modem_id, raw_id, item, notification=True)
+
+    def _on_log(
+        self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
+    ) -> None:
+        """MASS log function: the modem's own log entries become log records of category ``modem`` (HES-59)."""
+        entries = msg.body if isinstance(msg.body, list) else [msg.body]
+        for entry in entries:
+            if isinstance(entry, dict):
+                text = entry.get("message") or entry.get("description") or entry.get("log")
+                level = entry.get("level")
+            else:
+                text, level = entry, None
+            if text is None or text == "":
+                continue
+            write_log(conn, "modem", logs.normalize_level(level), f"{msg.device.key}: {text}", raw_id=raw_id,
+                      detail={"modem": modem_id, "device": msg.device.key,
+                              "entry": entry if isinstance(entry, dict) else None},
+                      now=item.received_at)
 
     def _on_ack(
         self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
