@@ -210,7 +210,9 @@ def from_device(
     notification: bool = False,
 ) -> tuple[int, bool]:
     """One entry of a MASS ``alarm`` (or ``notification``, HES-25) uplink. A ``powerRestored`` entry also
-    clears the open power-loss alarm of the same device."""
+    clears the open power-loss alarm of the same device. An entry for a meter whose ``incidentCode`` is an FF bit
+    of the same type (what our gateway pushes when a bit appears, AMR-6) gets the code ``FF.<bit>``, so the push
+    and the FF register of the readout that follows are one alarm, not two."""
     sent = entry.get("type")
     if notification:
         kind, severity = "notification", normalize_severity(entry.get("level"), "notification")
@@ -218,10 +220,15 @@ def from_device(
         kind = normalize_type(sent)
         severity = normalize_severity(entry.get("level"), kind)
     code = entry.get("incidentCode", entry.get("code"))
+    code = None if code is None or code == "" else str(code)[:32]
+    if not notification and meter_id is not None and code is not None and code.isdigit():
+        bit = status_codes.ff_bit(int(code))
+        if bit is not None and bit.type == kind:  # a gateway's push of an FF bit: the same alarm as the readout's
+            code = f"FF.{bit.bit}"
     result = raise_alarm(
         conn, modem_id=modem_id, meter_id=meter_id, raw_id=raw_id, kind=kind, severity=severity,
         source="notification" if notification else "device", now=now,
-        code=None if code is None or code == "" else str(code)[:32],
+        code=code,
         source_type=_s(sent, 64), level=_s(entry.get("level"), 16),
         description=_s(entry.get("description") or entry.get("message"), 2000),
         occurred_at=_s(entry.get("date"), 32), emergency=emergency,
@@ -312,7 +319,7 @@ def on_reading(
                 if new:
                     raised.append(alarm_id)
             for bit in status_codes.set_bits(old_bits & ~now_bits):
-                clear_open(conn, modem_id=modem_id, meter_id=meter_id, code=f"FF.{bit}", source="ff", now=now)
+                clear_open(conn, modem_id=modem_id, meter_id=meter_id, code=f"FF.{bit}", now=now)
     gf_obis = next((o for o in tab.gf_obis if o in values), None)
     if gf_obis is not None and gf_obis in before and before[gf_obis] != values[gf_obis] \
             and _became_latest(conn, meter_id, gf_obis, raw_id):

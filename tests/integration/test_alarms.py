@@ -139,6 +139,19 @@ def test_ff_bits_raise_when_they_appear_and_clear_when_they_go(engine) -> None:
     assert {r.meter_id for r in rows(engine)} == {meter_id}
 
 
+def test_gateway_push_and_readout_of_one_ff_bit_are_one_alarm(engine) -> None:  # AMR-6, HES-24
+    store(engine, readout("q-1", "300", ["F.F.0(0000000000000000)"], "2026-11-21 07:00:00"))
+    push = [{"type": "topCoverOpen", "level": "critical", "incidentCode": 6, "description": "top cover opened",
+             "meter": {"flag": "MKL", "serialNumber": "300"}}]
+    store(engine, up("alarm", push, "q-push", emergency=True))
+    store(engine, readout("q-2", "300", [f"F.F.0({1 << 6:016X})"], "2026-11-21 07:01:00"))
+    (one,) = rows(engine)
+    assert (one.type, one.code, one.source, one.emergency, one.repeats) == ("topCoverOpen", "FF.6", "device", True, 1)
+    store(engine, readout("q-3", "300", ["F.F.0(0000000000000000)"], "2026-11-21 07:02:00"))
+    (one,) = rows(engine)
+    assert (one.state, one.cleared_by) == ("cleared", "device")
+
+
 def test_gf_code_change_is_an_informational_alarm(engine) -> None:
     store(engine, readout("g-1", "200", ["F.F.1(0000000015)"], "2026-11-21 07:00:00"))
     assert rows(engine) == []  # the first GF seen is no change
