@@ -143,9 +143,10 @@ def raise_alarm(
     )
     if new_id is not None:
         return int(new_id), True
-    conn.execute(
-        update(alarms).where(alarms.c.open_key == key).values(repeats=alarms.c.repeats + 1, last_seen_at=now)
-    )
+    repeat: dict[str, Any] = {"repeats": alarms.c.repeats + 1, "last_seen_at": now}
+    if emergency:  # it also came on the emergency lane (HES-24), whichever copy arrived first
+        repeat["emergency"] = True
+    conn.execute(update(alarms).where(alarms.c.open_key == key).values(**repeat))
     row = conn.execute(select(alarms.c.id).where(alarms.c.open_key == key)).first()
     assert row is not None
     return int(row.id), False
