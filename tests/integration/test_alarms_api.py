@@ -115,3 +115,16 @@ def test_ack_and_clear_need_alarm_manage_and_follow_the_states(api) -> None:  # 
     with engine.connect() as conn:
         logged = conn.execute(select(log_records.c.message).where(log_records.c.category == "user")).scalars().all()
     assert logged == [f"oscar acknowledged alarm {magnetic['id']}", f"ada cleared alarm {magnetic['id']}"]
+
+
+def test_alarms_page(api) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = api
+    viewer, operator = auth(client, "vera"), auth(client, "oscar")
+    page = client.get("/alarms", headers=viewer)
+    assert page.status_code == 200
+    assert "magneticTamper" in page.text and "powerLoss" in page.text
+    assert 'data-action="ack"' not in page.text  # viewers only read
+    page = client.get("/alarms?state=raised", headers=operator)
+    assert page.text.count('data-action="ack"') == 5 and page.text.count('data-action="clear"') == 5
+    assert client.get("/alarms?state=cleared", headers=operator).text.count("data-alarm=") == 0
+    assert client.get("/alarms?state=nonsense", headers=operator).status_code in (400, 422)
