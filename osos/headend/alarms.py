@@ -22,6 +22,7 @@ when the condition ends); a raised alarm may also be cleared at once. Dedup: whi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -222,6 +223,9 @@ def from_device(
         severity = normalize_severity(entry.get("level"), kind)
     code = entry.get("incidentCode", entry.get("code"))
     code = None if code is None or code == "" else str(code)[:32]
+    if notification and code is None:  # distinct notifications are distinct; the same text again is a repeat
+        text = str(entry.get("description") or entry.get("message") or "")
+        code = "N." + hashlib.sha256(f"{sent}|{text}".encode()).hexdigest()[:16]
     if not notification and meter_id is not None and code is not None and code.isdigit():
         bit = status_codes.ff_bit(int(code))
         if bit is not None and bit.type == kind:  # a gateway's push of an FF bit: the same alarm as the readout's

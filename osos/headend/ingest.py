@@ -348,6 +348,9 @@ class Ingestor:
     ) -> None:
         """MASS notification function (HES-25): stored as informational alarms."""
         self._on_alarm(conn, msg, it, modem_id, raw_id, item, notification=True)
+        if not msg.is_fail:  # as for any other function: an answer closes its order
+            orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, modem_id=modem_id,
+                          now=item.received_at)
 
     def _on_log(
         self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
@@ -366,6 +369,9 @@ class Ingestor:
                       detail={"modem": modem_id, "device": msg.device.key,
                               "entry": entry if isinstance(entry, dict) else None},
                       now=item.received_at)
+        if not msg.is_fail:  # as for any other function: an answer closes its order
+            orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, modem_id=modem_id,
+                          now=item.received_at)
 
     def _on_ack(
         self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming

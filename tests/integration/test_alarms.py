@@ -113,6 +113,10 @@ def test_notification_is_an_informational_alarm(engine) -> None:  # HES-25
     (note,) = rows(engine)
     assert (note.type, note.severity, note.source, note.source_type, note.description) == (
         "notification", "info", "notification", "firmwareReady", "new firmware staged")
+    store(engine, up("notification", {"type": "firmwareReady", "description": "new firmware staged"}, "n-2"),
+          up("notification", [{"description": "tariff table received"}], "n-3"))
+    assert [(r.description, r.repeats) for r in rows(engine)] == [("new firmware staged", 1),
+                                                                  ("tariff table received", 0)]
 
 
 def test_ff_bits_raise_when_they_appear_and_clear_when_they_go(engine) -> None:
