@@ -258,23 +258,30 @@ def watched(registers: list[Any], protocol: str) -> list[str]:
     return [n for n in names if status_codes.is_ff(n) or status_codes.is_gf(n)]
 
 
-def latest(conn: Connection, meter_id: int, names: list[str]) -> dict[str, str]:
+@dataclass(frozen=True)
+class Before:
+    """The meter's latest values of the watched registers before this reading, and their read times."""
+
+    values: dict[str, str]
+    read_at: dict[str, datetime]
+
+    def supersedes(self, obis: str, read_at: datetime) -> bool:
+        """True when a reading at ``read_at`` replaced (or created) the latest value of ``obis``: the same rule as
+        the register_latest upsert (only if not older), so no second query is needed."""
+        previous = as_utc(self.read_at.get(obis))
+        return previous is None or previous <= to_utc(read_at)
+
+
+def latest(conn: Connection, meter_id: int, names: list[str]) -> Before:
     """The meter's latest values of ``names`` before this reading is applied."""
     if not names:
-        return {}
-    rows = conn.execute(
-        select(register_latest.c.obis, register_latest.c.value).where(
+        return Before({}, {})
+    rows = list(conn.execute(
+        select(register_latest.c.obis, register_latest.c.value, register_latest.c.read_at).where(
             register_latest.c.meter_id == meter_id, register_latest.c.obis.in_(names)
         )
-    )
-    return {r.obis: r.value for r in rows}
-
-
-def _became_latest(conn: Connection, meter_id: int, obis: str, raw_id: int) -> bool:
-    row = conn.execute(
-        select(register_latest.c.raw_id).where(register_latest.c.meter_id == meter_id, register_latest.c.obis == obis)
-    ).first()
-    return row is not None and row.raw_id == raw_id
+    ))
+    return Before({r.obis: r.value for r in rows}, {r.obis: r.read_at for r in rows})
 
 
 def _ff_bits(value: str | None) -> int:
@@ -294,7 +301,8 @@ def on_reading(
     raw_id: int,
     registers: list[Any],
     protocol: str,
-    before: dict[str, str],
+    before: Before,
+    read_at: datetime,
     now: datetime,
     map_name: str | None = None,
 ) -> list[int]:
@@ -303,15 +311,16 @@ def on_reading(
     Returns the ids of newly raised alarms."""
     raised: list[int] = []
     values = {r.obis: r.value for r in registers}
+    previous = before.values
     tab = status_codes.table()
     ff_obis = next((o for o in tab.ff_obis if o in values), None)
-    if ff_obis is not None and _became_latest(conn, meter_id, ff_obis, raw_id):
+    if ff_obis is not None and before.supersedes(ff_obis, read_at):
         try:
             now_bits = status_codes.parse_code(values[ff_obis], tab.ff_width)
         except status_codes.StatusCodeError:
             now_bits = None
         if now_bits is not None:
-            old_bits = _ff_bits(next((before[o] for o in tab.ff_obis if o in before), None))
+            old_bits = _ff_bits(next((previous[o] for o in tab.ff_obis if o in previous), None))
             for bit in status_codes.set_bits(now_bits & ~old_bits):
                 entry = tab.ff_bits.get(bit)
                 kind, severity = (entry.type, entry.severity) if entry else ("meterWarning", "info")
@@ -326,21 +335,21 @@ def on_reading(
             for bit in status_codes.set_bits(old_bits & ~now_bits):
                 clear_open(conn, modem_id=modem_id, meter_id=meter_id, code=f"FF.{bit}", now=now)
     gf_obis = next((o for o in tab.gf_obis if o in values), None)
-    if gf_obis is not None and gf_obis in before and before[gf_obis] != values[gf_obis] \
-            and _became_latest(conn, meter_id, gf_obis, raw_id):
-        detail: dict[str, Any] = {"obis": gf_obis, "from": before[gf_obis], "to": values[gf_obis]}
+    if gf_obis is not None and gf_obis in previous and previous[gf_obis] != values[gf_obis] \
+            and before.supersedes(gf_obis, read_at):
+        detail: dict[str, Any] = {"obis": gf_obis, "from": previous[gf_obis], "to": values[gf_obis]}
         with contextlib.suppress(status_codes.StatusCodeError):
             detail["fields"] = status_codes.decode_gf(values[gf_obis])
         alarm_id, new = raise_alarm(
             conn, modem_id=modem_id, meter_id=meter_id, raw_id=raw_id, kind="geoCodeChanged",
             severity="info", source="gf", now=now, code=f"GF.{values[gf_obis]}"[:32], source_type="gf",
-            description=f"GF code changed from {before[gf_obis]} to {values[gf_obis]}", detail=detail,
+            description=f"GF code changed from {previous[gf_obis]} to {values[gf_obis]}", detail=detail,
         )
         if new:
             raised.append(alarm_id)
-    if protocol == "modbus" and map_name and registers and _became_latest(conn, meter_id, registers[0].obis, raw_id):
+    if protocol == "modbus" and map_name and registers and before.supersedes(registers[0].obis, read_at):
         raised += _modbus(conn, modem_id=modem_id, meter_id=meter_id, raw_id=raw_id, values=values,
-                          before=before, map_name=map_name, now=now)
+                          before=previous, map_name=map_name, now=now)
     return raised
 
 

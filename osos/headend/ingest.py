@@ -445,7 +445,7 @@ class Ingestor:
         if owner is not None or future:
             return meter_id
         watched = alarm_rules.watched(reading.registers, reading.protocol)  # FF/GF/HES-33 rules (issue 9)
-        before = alarm_rules.latest(conn, meter_id, watched) if watched else {}
+        before = alarm_rules.latest(conn, meter_id, watched) if watched else None
         upsert(
             conn,
             register_latest,
@@ -465,10 +465,10 @@ class Ingestor:
             ["value", "unit", "extra", "read_at", "raw_id"],
             only_if_newer="read_at",
         )
-        if watched:
+        if before is not None:
             alarm_rules.on_reading(conn, modem_id=modem_id, meter_id=meter_id, raw_id=raw_id,
-                                   registers=reading.registers, protocol=reading.protocol, before=before, now=now,
-                                   map_name=_modbus_map(it))
+                                   registers=reading.registers, protocol=reading.protocol, before=before,
+                                   read_at=read_at, now=now, map_name=_modbus_map(it))
         return meter_id
 
     def _upsert_meter(
