@@ -115,6 +115,14 @@ def test_ack_and_clear_need_alarm_manage_and_follow_the_states(api) -> None:  # 
     with engine.connect() as conn:
         logged = conn.execute(select(log_records.c.message).where(log_records.c.category == "user")).scalars().all()
     assert logged == [f"oscar acknowledged alarm {magnetic['id']}", f"ada cleared alarm {magnetic['id']}"]
+    with engine.connect() as conn:  # HES-59 API command errors: the two 409s and the 404
+        refused = conn.execute(select(log_records.c.message).where(log_records.c.category == "api")
+                               .order_by(log_records.c.id)).scalars().all()
+    assert refused == [f"ada: POST /api/v1/alarms/{magnetic['id']}/ack: alarm {magnetic['id']} is acknowledged; "
+                       "it cannot become acknowledged",
+                       f"ada: POST /api/v1/alarms/{magnetic['id']}/clear: alarm {magnetic['id']} is cleared; "
+                       "it cannot become cleared",
+                       "ada: POST /api/v1/alarms/999999/ack: no alarm 999999"]
 
 
 def test_alarms_page(api) -> None:  # type: ignore[no-untyped-def]

@@ -55,15 +55,20 @@ def read_alarm(alarm_id: AlarmIdPath, request: Request, _: Principal = Depends(r
 
 def _move(request: Request, alarm_id: int, to: str, principal: Principal) -> dict[str, Any]:
     now = utcnow()
+    refused: A.AlarmError | None = None
     with request.app.state.engine.begin() as conn:
         try:
             row = A.move(conn, alarm_id, to, user=principal.username, now=now)
         except A.AlarmError as exc:
-            missing = A.get(conn, alarm_id) is None
-            raise HTTPException(404 if missing else 409, str(exc)) from None
-        write_log(conn, "user", "info", f"{principal.username} {to} alarm {alarm_id}", now=now,
-                  detail={"alarm": alarm_id, "state": to})
-        return A.view(row)
+            refused, missing = exc, A.get(conn, alarm_id) is None
+        else:
+            write_log(conn, "user", "info", f"{principal.username} {to} alarm {alarm_id}", now=now,
+                      detail={"alarm": alarm_id, "state": to})
+            return A.view(row)
+    with request.app.state.engine.begin() as conn:  # HES-59 "API command errors": a refused command is kept
+        write_log(conn, "api", "warning", f"{principal.username}: {request.method} {request.url.path}: {refused}",
+                  now=now, detail={"alarm": alarm_id, "state": to, "user": principal.username})
+    raise HTTPException(404 if missing else 409, str(refused))
 
 
 @router.post("/{alarm_id}/ack", responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
