@@ -56,11 +56,13 @@ PERMISSIONS = (
     "modem.provision",  # add modems and issue their broker credentials (HES-4, HES-56)
     "firmware.manage",  # software management (later)
     "user.manage",  # users and grants (later)
+    "alarm.manage",  # acknowledge and clear alarms (HES-11, HES-28)
+    "log.read",  # read the head-end's logs (HES-59: readable only by authorized users)
 )
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read"}),
-    # relay/time-set: HES-11/35; schedules: HES-10
-    "operator": frozenset({"read", "order.read", "order.relay", "order.program", "schedule.manage"}),
+    # relay/time-set: HES-11/35; schedules: HES-10; alarms are handled by the operators who watch them
+    "operator": frozenset({"read", "order.read", "order.relay", "order.program", "schedule.manage", "alarm.manage"}),
     "admin": frozenset(PERMISSIONS),
 }
 ROLES = tuple(ROLE_PERMISSIONS)

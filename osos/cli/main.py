@@ -25,6 +25,7 @@ from osos.cli import decode as _decode  # noqa: E402
 from osos.cli import dlms as _dlms  # noqa: E402
 from osos.cli import fare as _fare  # noqa: E402
 from osos.cli import field as _field  # noqa: E402
+from osos.cli import logs as _logs  # noqa: E402
 from osos.cli import modbus as _modbus  # noqa: E402
 from osos.cli import modem as _modem  # noqa: E402
 from osos.cli import schedule as _schedule  # noqa: E402
@@ -36,6 +37,7 @@ _bill.register(app)
 _decode.register(app)
 _dlms.register(app)
 _fare.register(app)
+_logs.register(app)
 _field.register(app)
 _modbus.register(app)
 _modem.register(app)

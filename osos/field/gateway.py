@@ -28,7 +28,7 @@ from osos.field.links import Link, LinkError, LinkSpec
 from osos.field.readings import read_response
 from osos.field.secrets import InvocationCounters, SecretStore, SecretStoreError
 from osos.field.transparent import TransparentPort
-from osos.protocols import mass
+from osos.protocols import mass, status_codes
 
 log = logging.getLogger(__name__)
 # params a head-end request may not set: the meter's link, its secrets and the gateway's clock (issue 7)
@@ -43,14 +43,11 @@ FAIL_UNKNOWN_METER = 12
 FAIL_UNSUPPORTED = 13
 FAIL_BAD_REQUEST = 14
 
-#: FF bits that raise an alarm when they appear (bit -> (type, level, description)); AMR-6, HES-28
+#: FF bits the gateway pushes at once when they appear (bit -> (type, level, description)); AMR-6, HES-24, HES-28.
+#: Taken from the shared FF table (osos/data/alarms/ff-gf.toml, entries with ``push = true``), so the gateway and
+#: the head-end name the same bits the same way.
 ALARM_BITS: dict[int, tuple[str, str, str]] = {
-    5: ("terminalCoverOpen", "warning", "terminal cover opened"),
-    6: ("topCoverOpen", "critical", "top cover opened"),
-    20: ("powerLoss", "critical", "phase L1 outage"),
-    21: ("powerLoss", "critical", "phase L2 outage"),
-    22: ("powerLoss", "critical", "phase L3 outage"),
-    23: ("powerLoss", "critical", "three-phase outage"),
+    bit: (entry.type, entry.severity, entry.en) for bit, entry in status_codes.table().ff_bits.items() if entry.push
 }
 
 
@@ -637,12 +634,13 @@ class Gateway:
 
     def _check_alarms(self, meter: MeterConfig, response: dict[str, Any]) -> None:
         """Alarm push on the emergency topic for FF status bits that newly appeared (AMR-6, HES-24)."""
-        ff = response.get("values", {}).get("F.F.0")
+        values = response.get("values", {})
+        ff = next((values[obis] for obis in status_codes.table().ff_obis if values.get(obis)), None)
         if not ff:
             return
         try:
-            bits = int(ff["value"], 16)
-        except ValueError:
+            bits = status_codes.parse_code(ff["value"], status_codes.table().ff_width)
+        except (status_codes.StatusCodeError, KeyError, TypeError):
             return
         key = f"{meter.flag}{meter.serial}"
         new = bits & ~self.ff_seen.get(key, 0)

@@ -25,11 +25,12 @@ from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from osos.headend import orders, timesync
+from osos.headend import alarms as alarm_rules
+from osos.headend import logs, orders, timesync
 from osos.headend.interpret import Interpretation, MeterReading, interpret, invalid, oversized, summary
 from osos.protocols import mass
 from osos.store.db import insert_or_ignore, upsert, utcnow
-from osos.store.schema import alarms, heartbeats, log_records, meters, modems, raw_messages, readings, register_latest
+from osos.store.schema import heartbeats, log_records, meters, modems, raw_messages, readings, register_latest
 from osos.store.schema import orders as orders_table
 
 log = logging.getLogger(__name__)
@@ -302,6 +303,7 @@ class Ingestor:
             if owner is not None:
                 self._flag(conn, it, "foreign-meter", f"lists meter {flag}{serial}, bound to modem {owner}; "
                            "not re-bound", raw_id, item)
+        alarm_rules.modem_back(conn, modem_id, item.received_at)  # a new session: its last gasp is over (HES-24)
         orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, modem_id=modem_id,
                       now=item.received_at)
 
@@ -328,8 +330,10 @@ class Ingestor:
         conn.execute(update(modems).where(modems.c.id == modem_id).values(**values))
 
     def _on_alarm(
-        self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
+        self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming,
+        *, notification: bool = False,
     ) -> None:
+        """Device alarms, normalized and deduplicated (osos/headend/alarms.py; HES-24, HES-28)."""
         entries = msg.body if isinstance(msg.body, list) else [msg.body]
         emergency = self.topics.is_emergency(item.topic)
         for entry in entries:
@@ -341,20 +345,38 @@ class Ingestor:
                 mine = and_(meters.c.serial == str(ref["serialNumber"]), meters.c.modem_id == modem_id)
                 row = conn.execute(select(meters.c.id).where(mine)).first()
                 meter_id = row.id if row else None
-            conn.execute(
-                insert(alarms).values(
-                    raw_id=raw_id,
-                    modem_id=modem_id,
-                    meter_id=meter_id,
-                    received_at=item.received_at,
-                    occurred_at=_s(entry.get("date"), 32),
-                    emergency=emergency,
-                    type=_s(entry.get("type"), 32),
-                    level=_s(entry.get("level"), 16),
-                    code=_s(entry.get("incidentCode"), 32),
-                    description=entry.get("description"),
-                )
-            )
+            alarm_rules.from_device(conn, entry, modem_id=modem_id, meter_id=meter_id, raw_id=raw_id,
+                                    emergency=emergency, now=item.received_at, notification=notification)
+
+    def _on_notification(
+        self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
+    ) -> None:
+        """MASS notification function (HES-25): stored as informational alarms."""
+        self._on_alarm(conn, msg, it, modem_id, raw_id, item, notification=True)
+        if not msg.is_fail:  # as for any other function: an answer closes its order
+            orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, modem_id=modem_id,
+                          now=item.received_at)
+
+    def _on_log(
+        self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
+    ) -> None:
+        """MASS log function: the modem's own log entries become log records of category ``modem`` (HES-59)."""
+        entries = msg.body if isinstance(msg.body, list) else [msg.body]
+        for entry in entries:
+            if isinstance(entry, dict):
+                text = entry.get("message") or entry.get("description") or entry.get("log")
+                level = entry.get("level")
+            else:
+                text, level = entry, None
+            if text is None or text == "":
+                continue
+            write_log(conn, "modem", logs.normalize_level(level), f"{msg.device.key}: {text}", raw_id=raw_id,
+                      detail={"modem": modem_id, "device": msg.device.key,
+                              "entry": entry if isinstance(entry, dict) else None},
+                      now=item.received_at)
+        if not msg.is_fail:  # as for any other function: an answer closes its order
+            orders.finish(conn, msg.reference_id, succeeded=True, result={"raw_id": raw_id}, modem_id=modem_id,
+                          now=item.received_at)
 
     def _on_ack(
         self, conn: Connection, msg: mass.Message, it: Interpretation, modem_id: int, raw_id: int, item: Incoming
@@ -432,6 +454,8 @@ class Ingestor:
             )
         if owner is not None or future:
             return meter_id
+        watched = alarm_rules.watched(reading.registers, reading.protocol)  # FF/GF/HES-33 rules (issue 9)
+        before = alarm_rules.latest(conn, meter_id, watched) if watched else None
         upsert(
             conn,
             register_latest,
@@ -451,6 +475,10 @@ class Ingestor:
             ["value", "unit", "extra", "read_at", "raw_id"],
             only_if_newer="read_at",
         )
+        if before is not None:
+            alarm_rules.on_reading(conn, modem_id=modem_id, meter_id=meter_id, raw_id=raw_id,
+                                   registers=reading.registers, protocol=reading.protocol, before=before,
+                                   read_at=read_at, now=now, map_name=_modbus_map(it))
         return meter_id
 
     def _upsert_meter(
@@ -482,6 +510,17 @@ class Ingestor:
             return int(row.id), int(row.modem_id)
         conn.execute(update(meters).where(meters.c.id == row.id).values(modem_id=modem_id, **fields))
         return int(row.id), None
+
+
+def _modbus_map(it: Interpretation) -> str | None:
+    """The register map a Modbus answer names (``data.records[].map``), for its HES-33 thresholds."""
+    body = it.message.body if it.message is not None and isinstance(it.message.body, dict) else {}
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    records = data.get("records") if isinstance(data, dict) else None
+    if isinstance(records, list) and records and isinstance(records[0], dict):
+        name = records[0].get("map")
+        return name if isinstance(name, str) else None
+    return None
 
 
 def _s(value: Any, limit: int) -> str | None:

@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import Engine
 
 from osos.config import Settings
-from osos.headend import orders, scheduler
+from osos.headend import logs, orders, scheduler
 from osos.headend.ingest import Incoming, Ingestor, Outcome, write_log
 from osos.protocols import mass
 from osos.store.db import utcnow
@@ -34,6 +34,7 @@ BATCH_WAIT_S = 0.02
 SESSION_EXPIRY_S = 7 * 24 * 3600
 #: how often the scheduler thread looks for due schedules (HES-10); cron's resolution is a minute
 SCHEDULE_PERIOD_S = 5.0
+RETENTION_INTERVAL_S = 3600.0  # how often a head-end purges expired log records (HES-59)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class HeadEnd:
                                  time_sync_threshold_s=settings.time_sync_threshold_s)
         self.protocol = protocol
         self.stats = Stats()
+        self.retention_interval_s = RETENTION_INTERVAL_S
         self._bulk: queue.Queue[Incoming] = queue.Queue()
         self._urgent: queue.Queue[Incoming] = queue.Queue()
         self._wake = threading.Event()
@@ -115,12 +117,32 @@ class HeadEnd:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        self._start_retention()
         if wait_connected_s and not self._connected.wait(wait_connected_s):
             log.warning(
                 "not connected to the broker at %s:%s yet; retrying in the background",
                 self.settings.mqtt_host,
                 self.settings.mqtt_port,
             )
+
+    # -- log retention (HES-59): apart from ingest and dispatch ------------------------------------------------
+    def _start_retention(self) -> None:
+        t = threading.Thread(target=self._retention_loop, name="osos-retention", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _retention_loop(self) -> None:
+        """Purge expired log records at start and then every ``retention_interval_s``; N workers purging the
+        same rows is harmless (a delete of what is gone deletes nothing)."""
+        while not self._stop.is_set():
+            try:
+                with self.engine.begin() as conn:
+                    deleted = logs.purge(conn, utcnow())
+                if any(deleted.values()):
+                    log.info("log retention: deleted %s", {k: v for k, v in deleted.items() if v})
+            except Exception:  # the next round tries again; ingest never waits for this
+                log.exception("log retention failed")
+            self._stop.wait(self.retention_interval_s)
 
     def stop(self) -> None:
         self._stop.set()

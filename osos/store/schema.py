@@ -170,7 +170,25 @@ alarms = Table(
     Column("level", String(16)),
     Column("code", String(32)),
     Column("description", Text),
+    # issue 9 (HES-11, HES-25, HES-28, HES-33): normalized type/severity, where it came from, and its state.
+    # ``type`` is the normalized type (osos/data/alarms/types.toml); ``source_type`` what the sender called it.
+    Column("source", String(16)),  # device | ff | gf | modbus | notification
+    Column("source_type", String(64)),
+    Column("severity", String(16)),  # critical | warning | info
+    Column("state", String(16), nullable=False, default="raised", server_default="raised"),
+    # set while the alarm is not cleared: one open alarm per device + type + code (dedup); NULL once cleared
+    Column("open_key", String(200)),
+    Column("repeats", Integer, nullable=False, default=0, server_default="0"),
+    Column("last_seen_at", UTC),
+    Column("acked_at", UTC),
+    Column("acked_by", String(64)),
+    Column("cleared_at", UTC),
+    Column("cleared_by", String(64)),
+    Column("detail", JSON),
+    UniqueConstraint("open_key", name="uq_alarms_open_key"),
 )
+Index("ix_alarms_state_received", alarms.c.state, alarms.c.received_at)
+Index("ix_alarms_received", alarms.c.received_at)
 
 orders = Table(
     "orders",

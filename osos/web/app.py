@@ -24,8 +24,10 @@ from starlette.responses import Response
 
 import osos
 from osos.config import Settings
+from osos.web.api import alarms as api_alarms
 from osos.web.api import auth as api_auth
 from osos.web.api import inventory as api_inventory
+from osos.web.api import logs as api_logs
 from osos.web.api import modems as api_modems
 from osos.web.api import orders as api_orders
 from osos.web.api import schedules as api_schedules
@@ -138,6 +140,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(api_schedules.router)
     app.include_router(api_users.router)
     app.include_router(api_modems.router)
+    app.include_router(api_alarms.router)
+    app.include_router(api_logs.router)
     app.include_router(ui_routes.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     _mount_api_docs(app)

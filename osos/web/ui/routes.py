@@ -1,4 +1,5 @@
-"""Server-rendered screens, no plug-in (HES-13): login, modems, meter search, meter page, orders, language switch.
+"""Server-rendered screens, no plug-in (HES-13): login, modems, meter search, meter page, orders, alarms, language
+switch.
 
 Screens read through ``osos.store.queries``; the "Read now" button of the meter page posts to the Web API with the
 session cookie and the CSRF header, so the UI and other systems create orders the same way.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
@@ -16,6 +17,7 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from osos.auth import FAILED_LOGIN, AuthError, Principal, authenticate, issue_token, revoke_token, verify_token
+from osos.headend import alarms as alarm_queries
 from osos.store import queries
 from osos.store.db import utcnow
 from osos.web.api.schemas import MAX_ID, NO_CONTROL, MeterIdPath, ModemIdPath
@@ -204,6 +206,20 @@ def orders_page(
     with request.app.state.engine.connect() as conn:
         items = queries.list_orders(conn, meter_id=meter, limit=PAGE_ROWS)
     return render(request, "orders.html", {"orders": items, "meter": meter, "truncated": len(items) >= PAGE_ROWS})
+
+
+@router.get("/alarms")
+def alarms_page(
+    request: Request,
+    state: Literal["raised", "acknowledged", "cleared"] | None = None,
+    principal: Principal = Depends(can_read),
+) -> Response:
+    """Alarms, newest first (HES-11, HES-28); operators acknowledge and clear them through the Web API."""
+    with request.app.state.engine.connect() as conn:
+        total, items = alarm_queries.query(conn, state=state, limit=PAGE_ROWS)
+    return render(request, "alarms.html", {"alarms": items, "state": state, "total": total,
+                                           "can_manage": principal.can("alarm.manage", utcnow()),
+                                           "truncated": total > len(items)})
 
 
 def login_redirect(request: Request) -> RedirectResponse:

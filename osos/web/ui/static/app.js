@@ -1,4 +1,5 @@
-// OSOS UI: the "Read now" button of the meter page (AMR-9, HES-13). No framework, no build step.
+// OSOS UI: the "Read now" button of the meter page (AMR-9, HES-13) and the alarm buttons. No framework, no build
+// step.
 // Posts a read order through the Web API with the session cookie and the CSRF header, polls the order
 // until it finishes, then reloads the register grid and the raw/parsed list from the server.
 (function () {
@@ -64,10 +65,29 @@
     }
   }
 
+  // Alarms page: acknowledge / clear through the Web API (HES-11, HES-28), then show the new state.
+  async function alarmAction(button) {
+    var status = document.getElementById("alarm-status");
+    button.disabled = true;
+    var res = await fetch("/api/v1/alarms/" + button.getAttribute("data-alarm") + "/" +
+                          button.getAttribute("data-action"), {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrfToken() }
+    });
+    if (res.ok) { window.location.reload(); return; }
+    var body = await res.json().catch(function () { return {}; });
+    if (status) { status.textContent = typeof body.detail === "string" ? body.detail : String(res.status); }
+    button.disabled = false;
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var button = document.getElementById("read-now");
     if (button) {
       button.addEventListener("click", function () { readNow(button); });
     }
+    document.querySelectorAll("button[data-alarm]").forEach(function (b) {
+      b.addEventListener("click", function () { alarmAction(b); });
+    });
   });
 })();
