@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
@@ -92,12 +94,44 @@ def _alembic_config(connection: Connection) -> Any:
     return cfg
 
 
-def migrate(engine: Engine) -> None:
+@contextmanager
+def _schema_change(engine: Engine) -> Iterator[Connection]:
+    """A connection for a migration. SQLite alters a table by copying it and dropping the old one (Alembic's batch
+    mode); with foreign keys on, dropping a table that other rows point at fails. Foreign keys can only be switched
+    outside a transaction, so they are off for the migration and ``PRAGMA foreign_key_check`` proves the result
+    consistent before it commits."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                yield conn
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left rows pointing at nothing: {broken[:5]}")
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to the newest revision (idempotent; safe at every start)."""
     from alembic import command
 
-    with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "head")
+    with _schema_change(engine) as conn:
+        command.upgrade(_alembic_config(conn), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to ``revision`` (every migration has a downgrade; upgrade/rollback in docs)."""
+    from alembic import command
+
+    with _schema_change(engine) as conn:
+        command.downgrade(_alembic_config(conn), revision)
 
 
 def current_revision(engine: Engine) -> str | None:

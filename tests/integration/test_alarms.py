@@ -213,14 +213,12 @@ def test_state_machine_keeps_who_and_when(engine) -> None:
 
 
 def test_migration_downgrades_and_upgrades_again(engine) -> None:
-    from alembic import command
     from sqlalchemy import inspect
 
-    from osos.store.db import _alembic_config
+    from osos.store.db import downgrade
 
     store(engine, up("alarm", [{"type": "lowBattery"}], "d-1"))
-    with engine.begin() as conn:
-        command.downgrade(_alembic_config(conn), "0002")
+    downgrade(engine, "0002")
     with engine.connect() as conn:
         columns = {c["name"] for c in inspect(conn).get_columns("alarms")}
     assert "state" not in columns and "open_key" not in columns and "type" in columns

@@ -4,12 +4,11 @@ it, upgrade again works; on SQLite and the real PostgreSQL."""
 from __future__ import annotations
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from osos.store.db import _alembic_config, make_engine, migrate
+from osos.store.db import downgrade, make_engine, migrate
 from osos.store.schema import metadata
 
 pytestmark = pytest.mark.integration
@@ -31,8 +30,7 @@ def test_upgrade_downgrade_upgrade(db_url: str) -> None:
         with engine.connect() as conn:
             diffs = compare_metadata(MigrationContext.configure(conn), metadata)
         assert [d for d in diffs if _mentions_mine(d)] == []
-        with engine.begin() as conn:
-            command.downgrade(_alembic_config(conn), "0002")
+        downgrade(engine, "0002")
         with engine.connect() as conn:
             insp = inspect(conn)
             assert not MINE & set(insp.get_table_names())
