@@ -225,9 +225,23 @@ def directive_request(kind: str, request: dict[str, Any]) -> dict[str, Any]:
 def request_key(kind: str, meter_id: int | None, modem_id: int, request: dict[str, Any] | None) -> str:
     """What makes two orders the same work (HES-12): kind, target and the normalised request (validated, so the
     same ask spelt differently, e.g. times in another offset, has one key)."""
-    canonical = json.dumps(request or {}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(_canonical(request or {}), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
     return f"{kind}|{meter_id if meter_id is not None else '-'}|{modem_id}|{digest}"
+
+
+def _canonical(value: Any) -> Any:
+    """A request with its times in UTC (a range asked in +03:00 and in UTC is the same work)."""
+    if isinstance(value, dict):
+        return {k: _utc_text(v) if k in ("start", "end") else _canonical(v) for k, v in value.items()}
+    return value
+
+
+def _utc_text(value: Any) -> Any:
+    try:
+        return _iso(value, "time").astimezone(UTC).isoformat()
+    except OrderError:
+        return value
 
 
 def exclusive_key(kind: str, meter_id: int | None, modem_id: int) -> str | None:

@@ -80,3 +80,19 @@ def test_cancel_needs_the_kinds_permission_and_an_open_order(api) -> None:  # ty
     order = client.get(f"/api/v1/orders/{read}", headers=viewer).json()
     assert (order["status"], order["result"]) == ("cancelled", None)
     assert [(a["attempt"], a["outcome"]) for a in order["attempt_log"]] == [(1, "cancelled")]
+
+
+def test_a_duplicate_answers_200_and_a_contradicting_relay_supersedes(api) -> None:  # type: ignore[no-untyped-def]
+    client, _engine, ids = api
+    operator = auth(client, "oscar")
+    body = {"kind": "relay", "meter": ids["meter"], "state": "connect"}
+    first = client.post("/api/v1/orders", json=body, headers=operator)
+    assert first.status_code == 201 and first.json()["existing"] is False
+    again = client.post("/api/v1/orders", json=body, headers=auth(client, "ada"))
+    assert again.status_code == 200
+    assert again.json() == {"id": first.json()["id"], "status": "pending", "existing": True}
+    assert again.headers["Location"] == f"/api/v1/orders/{first.json()['id']}"
+    later = client.post("/api/v1/orders", json={**body, "state": "disconnect"}, headers=operator)
+    assert later.status_code == 201
+    earlier = client.get(f"/api/v1/orders/{first.json()['id']}", headers=operator).json()
+    assert (earlier["status"], earlier["error"]) == ("cancelled", f"superseded by order {later.json()['id']}")
