@@ -8,7 +8,7 @@ covers HES-12, HES-60, HES-63
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import pytest
@@ -96,3 +96,68 @@ def test_a_duplicate_answers_200_and_a_contradicting_relay_supersedes(api) -> No
     assert later.status_code == 201
     earlier = client.get(f"/api/v1/orders/{first.json()['id']}", headers=operator).json()
     assert (earlier["status"], earlier["error"]) == ("cancelled", f"superseded by order {later.json()['id']}")
+    assert earlier["source"] == "api"  # a bearer token: another system, not the web UI
+
+
+def test_the_order_list_filters_pages_and_counts(api) -> None:  # type: ignore[no-untyped-def]
+    client, engine, ids = api
+    t0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+    made = []  # (id, kind, meter, modem, created_by, source, created_at, status)
+    specs = [  # kind, meter key or None (the modem), creator, source, hour offset, request
+        ("read", "meter", "oscar", "api", 0, {"directive": "readout"}),
+        ("read", "meter2", "ada", "ui", 1, {"directive": "readout"}),
+        ("time-set", "meter", "ada", "schedule", 2, None),
+        ("read", None, "system-bot", "system", 3, None),
+        ("time-set", "meter2", "oscar", "api", 4, None),
+        ("read", "meter", "oscar", "schedule", 5, {"directive": "short-read"}),
+    ]
+    with engine.begin() as conn:
+        for kind, target, by, source, hours, request in specs:
+            at = t0 + timedelta(hours=hours)
+            kwargs = {"meter_id": ids[target]} if target else {"modem_id": ids["modem"]}
+            oid = order_ops.create_order(conn, kind, created_by=by, source=source, request=request, now=at,
+                                         deadline=at + timedelta(days=3650), **kwargs)
+            made.append({"id": oid, "kind": kind, "meter": ids[target] if target else None, "modem": ids["modem"],
+                         "created_by": by, "source": source, "created_at": at, "status": "pending"})
+        cancelled = made[1]["id"]
+        order_ops.cancel(conn, cancelled, "test", now=t0)
+        made[1]["status"] = "cancelled"
+    viewer = auth(client, "vera")
+
+    def ask(**params) -> dict:
+        res = client.get("/api/v1/orders", params=params, headers=viewer)
+        assert res.status_code == 200, res.text
+        return res.json()
+
+    def expect(pred) -> list[int]:
+        return sorted((o["id"] for o in made if pred(o)), reverse=True)  # newest first
+
+    everything = ask()
+    assert everything["total"] == 6 and [o["id"] for o in everything["items"]] == expect(lambda o: True)
+    assert all(o["attempt_log"] == [] and o["source"] in ("api", "ui", "schedule", "system")
+               for o in everything["items"])
+    cases = [
+        ({"status": "cancelled"}, lambda o: o["status"] == "cancelled"),
+        ({"kind": "time-set"}, lambda o: o["kind"] == "time-set"),
+        ({"meter": ids["meter"]}, lambda o: o["meter"] == ids["meter"]),
+        ({"modem": ids["modem"]}, lambda o: o["modem"] == ids["modem"]),
+        ({"created_by": "oscar"}, lambda o: o["created_by"] == "oscar"),
+        ({"source": "schedule"}, lambda o: o["source"] == "schedule"),
+        ({"created_from": (t0 + timedelta(hours=2)).isoformat(), "created_to": (t0 + timedelta(hours=4)).isoformat()},
+         lambda o: t0 + timedelta(hours=2) <= o["created_at"] < t0 + timedelta(hours=4)),
+        ({"kind": "read", "created_by": "oscar", "source": "api"},
+         lambda o: (o["kind"], o["created_by"], o["source"]) == ("read", "oscar", "api")),
+    ]
+    for params, pred in cases:
+        got = ask(**params)
+        assert [o["id"] for o in got["items"]] == expect(pred), params
+        assert got["total"] == len(expect(pred)), params
+    page = ask(limit=2, offset=2)
+    assert (page["total"], page["limit"], page["offset"]) == (6, 2, 2)
+    assert [o["id"] for o in page["items"]] == expect(lambda o: True)[2:4]
+    assert ask(offset=10)["items"] == []
+    assert client.get("/api/v1/orders", params={"status": "lost"}, headers=viewer).status_code == 422
+    assert client.get("/api/v1/orders", params={"limit": 501}, headers=viewer).status_code == 422
+    naive = client.get("/api/v1/orders", params={"created_from": "2026-11-01T08:00:00"}, headers=viewer)
+    assert naive.status_code == 400
+    assert client.get("/api/v1/orders").status_code == 401

@@ -534,6 +534,7 @@ def test_ui_read_now_posts_order_with_csrf(web: Web) -> None:
     assert res.status_code == 201 and res.json()["status"] == "pending"
     order = web.client.get(f"/api/v1/orders/{res.json()['id']}").json()  # polling with the cookie
     assert order["status"] == "pending" and order["created_by"] == "oscar"
+    assert order["source"] == "ui"  # the web UI's session, not a bearer token (issue 8)
     listing = web.client.get("/orders").text
     assert "MKL12345678" in listing and "pending" in listing
 
