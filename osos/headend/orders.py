@@ -525,9 +525,13 @@ def claim_next(conn: Connection, *, timeout_s: float, now: datetime | None = Non
     if row is None:
         return None
     attempt = int(row["attempts"]) + 1
+    extra: dict[str, Any] = {}
+    if row["meter_id"] is None:  # a modem-level order: every meter behind the modem answers (one message each)
+        extra["expected_parts"] = conn.execute(
+            select(func.count()).select_from(meters).where(meters.c.modem_id == row["modem_id"])).scalar_one()
     if not _move(conn, row["id"], "claim", _running_on(row["modem_id"]) < row["modem_limit"], now=now,
                  attempts=attempt, started_at=now, not_before=None,
-                 deadline_at=now + timedelta(seconds=timeout_s)):
+                 deadline_at=now + timedelta(seconds=timeout_s), **extra):
         return None
     conn.execute(insert(order_attempts).values(order_id=row["id"], attempt=attempt, sent_at=now))
     out = dict(row)
@@ -574,21 +578,27 @@ def finish(
     modem_id: int | None = None,
     retryable: bool = False,
     policies: dict[str, RetryPolicy] | None = None,
+    part: str | None = None,
     now: datetime | None = None,
 ) -> int | None:
     """Record an answer by its referenceId; returns the order id, or None if no open order matched (a late
     answer to a cancelled, expired or finished order is ignored). With ``modem_id`` only an order sent to that
     modem matches: an answer closes only its own order (HES-6). A ``retryable`` failure of a running order goes
-    back to the queue while its kind's attempts last (RETRY_POLICIES)."""
+    back to the queue while its kind's attempts last (RETRY_POLICIES). ``part`` names the meter an answer is
+    for: a modem-level order collects one answer per meter (:func:`_collect_part`)."""
     now = now or utcnow()
     query = select(orders).where(
         and_(orders.c.reference_id == reference_id, orders.c.status.in_(sorted(MOVES["succeed"][0])))
     )
     if modem_id is not None:
         query = query.where(orders.c.modem_id == modem_id)
+    if part is not None and conn.dialect.name == "postgresql":
+        query = query.with_for_update()  # parts of one order from several ingest workers: one at a time
     row = conn.execute(query).first()
     if row is None:
         return None
+    if part is not None and (row.expected_parts or 0) > 1:
+        return _collect_part(conn, row, part, succeeded=succeeded, result=result, error=error, now=now)
     if not succeeded and retryable and row.status == "running":
         moved = _retry_or_end(conn, row, now=now, error=error or "failed", outcome="failed", last_move="fail",
                               policies=policies)
@@ -598,6 +608,36 @@ def finish(
     if moved:
         _close_attempt(conn, row.id, "succeeded" if succeeded else "failed", now=now, error=error, answered=True)
     return int(row.id) if moved else None
+
+
+def _collect_part(conn: Connection, order: Any, part: str, *, succeeded: bool, result: dict[str, Any] | None,
+                  error: str | None, now: datetime) -> int | None:
+    """One meter's answer to a modem-level order (issue 8 item 1): the gateway sends one read message per meter
+    with the order's referenceId and no final message, so the order knows how many meters to wait for from the
+    inventory at claim time (``expected_parts``). Each answer is kept under ``result.meters[part]``; when every
+    meter has answered the order succeeds, or fails naming the meters that failed (their results are kept). A
+    retry after a timeout keeps the answers already in and waits for the missing ones."""
+    collected = dict(order.result or {})
+    parts = dict(collected.get("meters") or {})
+    parts[part] = (result or {}) if succeeded else {"error": error or "failed"}
+    expected = int(order.expected_parts)
+    failed = {k: v["error"] for k, v in parts.items() if isinstance(v, dict) and "error" in v}
+    collected = {"meters": parts, "answered": len(parts), "expected": expected}
+    if len(parts) < expected:
+        conn.execute(update(orders).where(and_(orders.c.id == order.id, orders.c.status.in_(OPEN_STATUSES)))
+                     .values(result=collected, updated_at=now))
+        return int(order.id)
+    if not failed:
+        moved = _move(conn, order.id, "succeed", now=now, result=collected, error=None, finished_at=now)
+        outcome, reason = "succeeded", None
+    else:
+        reason = f"{len(failed)} of {expected} meters failed: " + "; ".join(f"{k}: {v}" for k, v in
+                                                                           sorted(failed.items()))
+        moved = _move(conn, order.id, "fail", now=now, result=collected, error=reason, finished_at=now)
+        outcome = "failed"
+    if moved:
+        _close_attempt(conn, order.id, outcome, now=now, error=reason, answered=True)
+    return int(order.id) if moved else None
 
 
 def fail(conn: Connection, order_id: int, error: str, *, now: datetime | None = None) -> bool:

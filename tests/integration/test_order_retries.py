@@ -207,3 +207,25 @@ def test_migration_0003_downgrades_and_upgrades_again(db_url: str) -> None:
             assert conn.execute(select(orders_table.c.priority).where(orders_table.c.id == urgent)).scalar_one() == 9
     finally:
         eng.dispose()
+
+
+def test_a_modem_level_order_waits_for_every_meter_and_a_retry_keeps_what_came(engine, modem) -> None:
+    from osos.store.schema import meters
+
+    with engine.begin() as conn:
+        for serial in ("A1", "B2"):
+            conn.execute(meters.insert().values(flag="MKL", serial=serial, modem_id=modem, first_seen_at=T0))
+        oid = orders.create_order(conn, "read", modem_id=modem, now=T0)
+        ref = orders.claim_next(conn, timeout_s=TIMEOUT, now=T0)["reference_id"]
+        assert orders.finish(conn, ref, succeeded=True, result={"v": 1}, part="MKLA1", modem_id=modem,
+                             now=T0 + timedelta(seconds=1)) == oid
+    half = row(engine, oid)
+    assert (half.status, half.expected_parts, half.result["answered"]) == ("running", 2, 1)
+    assert expire(engine, T0 + timedelta(seconds=TIMEOUT + 1)) == [oid]  # B2 never answered: retried
+    retry = T0 + timedelta(seconds=TIMEOUT + 1 + 60)
+    with engine.begin() as conn:
+        assert orders.claim_next(conn, timeout_s=TIMEOUT, now=retry)["attempts"] == 2
+        orders.finish(conn, ref, succeeded=True, result={"v": 2}, part="MKLB2", modem_id=modem, now=retry)
+    done = row(engine, oid)
+    assert done.status == "succeeded"
+    assert done.result == {"meters": {"MKLA1": {"v": 1}, "MKLB2": {"v": 2}}, "answered": 2, "expected": 2}
