@@ -98,7 +98,7 @@ class Settings:
     # how long an order may stay open by default, and after how long without a sign of life a modem is offline
     order_retries: str = ""
     order_ttl_s: float = 24 * 3600.0
-    modem_offline_s: float = 900.0
+    modem_offline_s: float = 300.0  # = osos.store.queries.online_window(): the UI's online flag
     # True when device sessions without the "plain/" mount point are the broker's TLS listener (HES-54)
     device_tls: bool = False
     # read dates further than this in the future are flagged and never become the latest value (HES-6)
@@ -135,7 +135,7 @@ class Settings:
             order_timeout_s=float(env.get("OSOS_ORDER_TIMEOUT_S", "60")),
             order_retries=env.get("OSOS_ORDER_RETRIES", ""),
             order_ttl_s=float(env.get("OSOS_ORDER_TTL_S", str(24 * 3600))),
-            modem_offline_s=float(env.get("OSOS_MODEM_OFFLINE_S", "900")),
+            modem_offline_s=float(env.get("OSOS_MODEM_OFFLINE_S", "300")),
             device_tls=env.get("OSOS_DEVICE_TLS", "") in ("1", "true", "yes"),
             future_skew_s=float(env.get("OSOS_FUTURE_SKEW_S", "600")),
             timezone=env.get("OSOS_TIMEZONE", "Europe/Istanbul"),

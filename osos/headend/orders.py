@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import JSON, ColumnElement, String, and_, cast, func, insert, literal, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from osos.protocols import mass
 from osos.store.db import as_utc, utcnow
+from osos.store.schema import OPEN as OPEN_SQL
 from osos.store.schema import meters, modems, order_attempts, orders
 
 ORDER_KINDS = ("read", "relay", "time-set", "load-profile")
@@ -64,8 +65,9 @@ MOVES: dict[str, tuple[frozenset[str], str]] = {
 #: how long an order may stay open (waiting for its modem, retrying) unless its creator says otherwise
 DEFAULT_TTL = timedelta(hours=24)
 #: a modem heard from before (last_seen_at / last_heartbeat_at) but not within this window is offline: its orders
-#: wait for it instead of going out (the gateway's default heartbeat is 60 s; 15 minutes rides out a few lost beats)
-DEFAULT_OFFLINE_AFTER_S = 900.0
+#: wait for it instead of going out. The UI's online flag uses the same window (osos.store.queries.online_window:
+#: 3 heartbeat periods of 60 s, at least 5 minutes), so an order waits exactly while the UI shows the modem offline.
+DEFAULT_OFFLINE_AFTER_S = 300.0
 #: gateway fail codes of a read that are worth another attempt: link down (1), meter timeout (2), bad BCC (6).
 #: Everything else (unknown directive, unsupported, missing secret, a refusal in the ack) fails at once.
 RETRYABLE_FAIL_CODES = frozenset({1, 2, 6})
@@ -352,6 +354,57 @@ def submit_order(
     return order_id, True
 
 
+def bulk_create(
+    conn: Connection,
+    kind: str,
+    meter_ids: Any,
+    *,
+    created_by: str | None = None,
+    priority: int | ColumnElement[int] = 5,
+    request: dict[str, Any] | None = None,
+    source: str = "schedule",
+    deadline: datetime | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Queue one order per meter of ``meter_ids`` (a SELECT of meter ids, e.g. a device group) in one
+    INSERT ... SELECT, skipping meters with an identical open order (the open-order unique index, HES-12); returns
+    how many were queued. For the scheduler and bulk work (bench/orders.py): kinds with contradiction rules or TLS
+    needs go through :func:`submit_order` one by one. ``priority`` may be a SQL expression over ``meters``."""
+    if kind in EXCLUSIVE_KINDS or kind in TLS_KINDS:
+        raise OrderError(f"{kind} orders are created one by one (submit_order): they supersede or need TLS")
+    if source not in SOURCES:
+        raise OrderError(f"source must be one of {', '.join(SOURCES)}")
+    request = validate_request(kind, request) or None
+    now = now or utcnow()
+    deadline = deadline or now + DEFAULT_TTL
+    digest = request_key(kind, 0, 0, request).rsplit("|", 1)[1]
+    sep = literal("|")
+    key = (literal(f"{kind}|") + cast(meters.c.id, String) + sep + cast(meters.c.modem_id, String) + sep
+           + literal(digest))
+    if conn.dialect.name == "postgresql":
+        reference = literal(REFERENCE_PREFIX) + cast(func.gen_random_uuid(), String)
+    else:
+        reference = literal(REFERENCE_PREFIX) + func.lower(func.hex(func.randomblob(16)))
+    source_rows = select(
+        literal(kind), literal("pending"), priority if not isinstance(priority, int) else literal(priority),
+        meters.c.id, meters.c.modem_id, reference, literal(request or {}, JSON), literal(0), literal(created_by),
+        literal(now, orders.c.created_at.type), literal(now, orders.c.updated_at.type), literal(source),
+        literal(deadline, orders.c.expires_at.type), key,
+    ).where(and_(meters.c.id.in_(meter_ids), meters.c.modem_id.is_not(None)))
+    columns = ["kind", "status", "priority", "meter_id", "modem_id", "reference_id", "request", "attempts",
+               "created_by", "created_at", "updated_at", "source", "expires_at", "dedup_key"]
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(orders).from_select(columns, source_rows).on_conflict_do_nothing(
+        index_elements=[orders.c.dedup_key], index_where=text(OPEN_SQL))  # the partial index's own predicate
+    if conn.dialect.name == "postgresql":  # the driver reports no rowcount for INSERT ... SELECT here: count it
+        inserted = stmt.returning(orders.c.id).cte("inserted")
+        return int(conn.execute(select(func.count()).select_from(inserted)).scalar_one())
+    return int(conn.execute(stmt).rowcount or 0)
+
+
 def open_duplicate(conn: Connection, key: str) -> int | None:
     """The open order doing the same work (same :func:`request_key`), if any."""
     found = conn.execute(
@@ -537,6 +590,65 @@ def claim_next(conn: Connection, *, timeout_s: float, now: datetime | None = Non
     out = dict(row)
     out["attempts"] = attempt
     return out
+
+
+def claim_batch(conn: Connection, *, limit: int, timeout_s: float, now: datetime | None = None,
+                offline_after_s: float = DEFAULT_OFFLINE_AFTER_S) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` orders at once, by the rules of :func:`claim_next` (priority, backoff, deadline,
+    online modem, per-modem limit), in one SELECT, one UPDATE and one INSERT of attempts: the set-based path for a
+    dispatcher with a deep queue (bench/orders.py). PostgreSQL locks the chosen orders and modems with SKIP LOCKED;
+    SQLite has one writer, and a second writer whose snapshot went stale gets an error instead of a double claim."""
+    now = now or utcnow()
+    cap = func.coalesce(modems.c.max_concurrent, 1)
+    query = (
+        select(orders.c.id, orders.c.modem_id, orders.c.meter_id, cap.label("modem_limit"),
+               _running_on(orders.c.modem_id).label("running"))
+        .join(modems, modems.c.id == orders.c.modem_id)
+        .where(
+            orders.c.status == "pending",
+            or_(orders.c.not_before.is_(None), orders.c.not_before <= now),
+            or_(orders.c.expires_at.is_(None), orders.c.expires_at > now),
+            modems.c.status == "active",
+            _online(now, offline_after_s),
+            _running_on(orders.c.modem_id) < cap,
+        )
+        .order_by(orders.c.priority.desc(), orders.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=[orders, modems])
+    taken: dict[int, int] = {}
+    chosen: list[int] = []
+    modem_level: list[tuple[int, int]] = []
+    for row in conn.execute(query):
+        busy = row.running + taken.get(row.modem_id, 0)
+        if busy >= row.modem_limit:
+            continue
+        taken[row.modem_id] = taken.get(row.modem_id, 0) + 1
+        chosen.append(row.id)
+        if row.meter_id is None:
+            modem_level.append((row.id, row.modem_id))
+    if not chosen:
+        return []
+    conn.execute(update(orders).where(and_(orders.c.id.in_(chosen), orders.c.status == "pending")).values(
+        status="running", attempts=orders.c.attempts + 1, started_at=now, not_before=None, updated_at=now,
+        deadline_at=now + timedelta(seconds=timeout_s)))
+    for order_id, modem_id in modem_level:
+        expected = conn.execute(select(func.count()).select_from(meters)
+                                .where(meters.c.modem_id == modem_id)).scalar_one()
+        conn.execute(update(orders).where(orders.c.id == order_id).values(expected_parts=expected))
+    conn.execute(insert(order_attempts).from_select(
+        ["order_id", "attempt", "sent_at"],
+        select(orders.c.id, orders.c.attempts, literal(now, order_attempts.c.sent_at.type))
+        .where(orders.c.id.in_(chosen))))
+    rows = conn.execute(
+        select(orders, modems.c.flag.label("modem_flag"), modems.c.serial.label("modem_serial"),
+               modems.c.topic_style, modems.c.transport.label("modem_transport"),
+               meters.c.flag.label("meter_flag"), meters.c.serial.label("meter_serial"))
+        .join(modems, modems.c.id == orders.c.modem_id).outerjoin(meters, meters.c.id == orders.c.meter_id)
+        .where(orders.c.id.in_(chosen)).order_by(orders.c.priority.desc(), orders.c.id)
+    ).mappings()
+    return [dict(r) for r in rows]
 
 
 def policy_for(kind: str, max_attempts: int | None, policies: dict[str, RetryPolicy] | None = None) -> RetryPolicy:

@@ -135,3 +135,34 @@ def test_two_dispatchers_on_postgresql_never_give_a_modem_two_orders(pg_url) -> 
         assert status == {x1: "running", x2: "pending", y1: "running"}
     finally:
         eng.dispose()
+
+
+def test_bulk_create_skips_open_duplicates_and_claim_batch_keeps_the_rules(engine) -> None:
+    """The set-based paths (scheduler groups, bench/orders.py): one INSERT ... SELECT that skips meters with an
+    identical open order, and a batch claim with the same priority order and per-modem limit as claim_next."""
+    with engine.begin() as conn:
+        fleet_rows = fleet(conn, 3, 2, "GWB")
+        all_meters = [m for _, ms in fleet_rows for m in ms]
+        orders.create_order(conn, "read", meter_id=all_meters[0], priority=1, now=T0)
+        group = select(meters.c.id).where(meters.c.serial.like("GWB%"))
+        assert orders.bulk_create(conn, "read", group, priority=meters.c.id % 10, now=T0) == 5  # one was open
+        assert orders.bulk_create(conn, "read", group, now=T0) == 0  # all open now
+        assert orders.submit_order(conn, "read", meter_id=all_meters[1], now=T0)[1] is False  # same keys
+        with pytest.raises(orders.OrderError, match="one by one"):
+            orders.bulk_create(conn, "relay", group, now=T0)
+        prio = dict(conn.execute(select(orders_table.c.meter_id, orders_table.c.priority)).all())
+    assert prio == {m: (1 if m == all_meters[0] else m % 10) for m in all_meters}
+    modem_of = {m: modem for modem, ms in fleet_rows for m in ms}
+    with engine.begin() as conn:
+        claimed = orders.claim_batch(conn, limit=100, timeout_s=60, now=T0)
+    # expected: per modem, its most urgent order (priority, then id); the batch in priority order
+    best: dict[int, int] = {}
+    for m in sorted(all_meters, key=lambda m: (-prio[m], m)):
+        best.setdefault(modem_of[m], m)
+    want = sorted(best.values(), key=lambda m: (-prio[m], m))
+    assert [c["meter_id"] for c in claimed] == want
+    assert all(c["status"] == "running" and c["attempts"] == 1 for c in claimed)
+    with engine.begin() as conn:
+        assert orders.claim_batch(conn, limit=100, timeout_s=60, now=T0) == []  # every modem busy
+        got = orders.get_order(conn, claimed[0]["id"])
+    assert [(a["attempt"], a["outcome"]) for a in got["attempt_log"]] == [(1, None)]
