@@ -229,3 +229,22 @@ def test_a_modem_level_order_waits_for_every_meter_and_a_retry_keeps_what_came(e
     done = row(engine, oid)
     assert done.status == "succeeded"
     assert done.result == {"meters": {"MKLA1": {"v": 1}, "MKLB2": {"v": 2}}, "answered": 2, "expected": 2}
+
+
+def test_order_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from osos.config import Settings
+    from osos.headend.service import HeadEnd
+
+    assert (Settings().order_retries, Settings().order_ttl_s, Settings().modem_offline_s) == ("", 86400.0, 300.0)
+    monkeypatch.setenv("OSOS_ORDER_RETRIES", "relay=1/0")
+    monkeypatch.setenv("OSOS_ORDER_TTL_S", "3600")
+    monkeypatch.setenv("OSOS_MODEM_OFFLINE_S", "120")
+    s = Settings.from_env(data_dir=tmp_path)
+    assert (s.order_retries, s.order_ttl_s, s.modem_offline_s) == ("relay=1/0", 3600.0, 120.0)
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        assert HeadEnd(s, engine).retry_policies["relay"] == orders.RetryPolicy(1, 0, 1)  # not started
+        with pytest.raises(ValueError, match="bad retry policy"):
+            HeadEnd(Settings(data_dir=tmp_path, order_retries="relay=x"), engine)
+    finally:
+        engine.dispose()
