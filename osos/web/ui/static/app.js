@@ -49,7 +49,7 @@
           await refreshData();
           return;
         }
-        if (order.status === "failed") {
+        if (order.status === "failed" || order.status === "expired" || order.status === "cancelled") {
           show(msg("failed") + (order.error ? " " + order.error : ""), "error");
           return;
         }
