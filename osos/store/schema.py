@@ -208,6 +208,9 @@ Index("ix_orders_created_by", orders.c.created_by, orders.c.id)
 Index("ix_orders_source", orders.c.source, orders.c.id)
 Index("ix_orders_created_at", orders.c.created_at)
 Index("uq_orders_open_dedup", orders.c.dedup_key, unique=True, postgresql_where=text(OPEN), sqlite_where=text(OPEN))
+# the dispatcher's expiry sweep (every second) finds pending orders past their deadline without a scan of the queue
+Index("ix_orders_pending_expiry", orders.c.expires_at, postgresql_where=text("status = 'pending'"),
+      sqlite_where=text("status = 'pending'"))
 Index("ix_orders_open_exclusive", orders.c.exclusive_key, postgresql_where=text(OPEN), sqlite_where=text(OPEN))
 
 # every send of an order (issue 8 item 1): when it went, when and how it was answered

@@ -50,6 +50,8 @@ def upgrade() -> None:
                     postgresql_where=sa.text(OPEN), sqlite_where=sa.text(OPEN))
     op.create_index("ix_orders_open_exclusive", "orders", ["exclusive_key"], unique=False,
                     postgresql_where=sa.text(OPEN), sqlite_where=sa.text(OPEN))
+    op.create_index("ix_orders_pending_expiry", "orders", ["expires_at"], unique=False,
+                    postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
     op.create_table(
         "order_attempts",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
@@ -67,6 +69,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("order_attempts")
+    op.drop_index("ix_orders_pending_expiry", table_name="orders")
     op.drop_index("ix_orders_open_exclusive", table_name="orders")
     op.drop_index("uq_orders_open_dedup", table_name="orders")
     for name in FILTER_INDEXES:
