@@ -107,6 +107,11 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     order_timeout_s: float = 60.0
+    # issue 8 item 1: per-kind retry overrides ("read=3/60/2,relay=2/30/1", osos.headend.orders.RETRY_POLICIES),
+    # how long an order may stay open by default, and after how long without a sign of life a modem is offline
+    order_retries: str = ""
+    order_ttl_s: float = 24 * 3600.0
+    modem_offline_s: float = 300.0  # = osos.store.queries.online_window(): the UI's online flag
     # True when device sessions without the "plain/" mount point are the broker's TLS listener (HES-54)
     device_tls: bool = False
     # read dates further than this in the future are flagged and never become the latest value (HES-6)
@@ -143,6 +148,9 @@ class Settings:
             web_host=env.get("OSOS_WEB_HOST", "127.0.0.1"),
             web_port=int(env.get("OSOS_WEB_PORT", "8000")),
             order_timeout_s=float(env.get("OSOS_ORDER_TIMEOUT_S", "60")),
+            order_retries=env.get("OSOS_ORDER_RETRIES", ""),
+            order_ttl_s=float(env.get("OSOS_ORDER_TTL_S", str(24 * 3600))),
+            modem_offline_s=float(env.get("OSOS_MODEM_OFFLINE_S", "300")),
             device_tls=env.get("OSOS_DEVICE_TLS", "") in ("1", "true", "yes"),
             future_skew_s=float(env.get("OSOS_FUTURE_SKEW_S", "600")),
             time_sync_threshold_s=parse_seconds("OSOS_TIME_SYNC_THRESHOLD_S",

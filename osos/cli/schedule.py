@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         tag: list[str] = typer.Option([], "--tag", help="Meter tag (repeatable; any of them)."),
         meter_kind: str | None = typer.Option(None, "--meter-kind", help="Meter kind, e.g. three-phase."),
         brand: str | None = typer.Option(None, "--brand", help="Meter brand (flag), e.g. MKL."),
-        priority: int = typer.Option(5, "--priority", help="Order priority 0..9."),
+        priority: int = typer.Option(5, "--priority", help="Order priority 0..9 (9 the most urgent)."),
         as_json: bool = typer.Option(False, "--json", help="Print the schedule as JSON."),
         data_dir: Path | None = data_dir_opt,
     ) -> None:

@@ -96,6 +96,7 @@ class Ingestor:
         self.topics = topics
         self.future_skew_s = future_skew_s
         self.time_sync_threshold_s = time_sync_threshold_s
+        self.retry_policies: dict[str, orders.RetryPolicy] | None = None  # the head-end's (OSOS_ORDER_RETRIES)
 
     def _interpret(self, item: Incoming) -> Interpretation:
         if item.size is not None and item.sha256 is not None:
@@ -396,8 +397,12 @@ class Ingestor:
             write_log(
                 conn, "communication", "warning", f"{msg.device.key}: {reason}", raw_id=raw_id, now=item.received_at
             )
+            code = body.get("failCode")
+            meter = body.get("meter") if isinstance(body.get("meter"), dict) else {}
+            part = f"{meter.get('flag') or ''}{meter.get('serialNumber') or ''}" or None
             orders.finish(conn, msg.reference_id, succeeded=False, error=reason, modem_id=modem_id,
-                          now=item.received_at)
+                          retryable=isinstance(code, int) and code in orders.RETRYABLE_FAIL_CODES,
+                          policies=self.retry_policies, part=part, now=item.received_at)
             return
         reading = it.reading
         meter_id = self._store_reading(conn, reading, modem_id, raw_id, item, it)
@@ -409,7 +414,8 @@ class Ingestor:
         result = summary(reading) | {"raw_id": raw_id, "meter_id": meter_id}
         if it.flags:
             result["flags"] = list(it.flags)
-        orders.finish(conn, msg.reference_id, succeeded=True, result=result, modem_id=modem_id, now=item.received_at)
+        orders.finish(conn, msg.reference_id, succeeded=True, result=result, modem_id=modem_id,
+                      part=f"{reading.flag}{reading.serial}", now=item.received_at)
 
     def _store_reading(
         self, conn: Connection, reading: MeterReading, modem_id: int, raw_id: int, item: Incoming, it: Interpretation

@@ -82,6 +82,8 @@ class HeadEnd:
         self.protocol = protocol
         self.stats = Stats()
         self.retention_interval_s = RETENTION_INTERVAL_S
+        self.retry_policies = orders.parse_retry_policies(settings.order_retries)
+        self.ingestor.retry_policies = self.retry_policies
         self._bulk: queue.Queue[Incoming] = queue.Queue()
         self._urgent: queue.Queue[Incoming] = queue.Queue()
         self._wake = threading.Event()
@@ -261,9 +263,9 @@ class HeadEnd:
                 if time.monotonic() - last_expiry > 1.0:
                     last_expiry = time.monotonic()
                     with self.engine.begin() as conn:
-                        late = orders.expire(conn)
+                        late = orders.expire(conn, policies=self.retry_policies)
                         if late:
-                            write_log(conn, "orders", "warning", f"orders timed out: {late}")
+                            write_log(conn, "orders", "warning", f"orders timed out or expired: {late}")
             except Exception:
                 log.exception("dispatcher error")
                 time.sleep(1)
@@ -282,7 +284,8 @@ class HeadEnd:
 
     def _dispatch_one(self) -> bool:
         with self.engine.begin() as conn:
-            order = orders.claim_next(conn, timeout_s=self.settings.order_timeout_s)
+            order = orders.claim_next(conn, timeout_s=self.settings.order_timeout_s,
+                                      offline_after_s=self.settings.modem_offline_s)
             if order is None:
                 return False
             refusal = self._refusal(order)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 NAMING = {
@@ -68,6 +69,8 @@ modems = Table(
     # HES-35: the modem's clock minus the head-end's receive time at its last heartbeat (osos.headend.timesync)
     Column("clock_drift_s", Integer),
     Column("drift_measured_at", UTC),
+    # how many orders the modem takes at once (issue 8 item 2); NULL = 1. Set from its profile by provisioning.
+    Column("max_concurrent", Integer),
     UniqueConstraint("flag", "serial", name="uq_modems_flag_serial"),
 )
 
@@ -195,8 +198,9 @@ orders = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("kind", String(32), nullable=False),  # read, ...
-    Column("status", String(16), nullable=False),  # pending | running | succeeded | failed
-    Column("priority", Integer, nullable=False, default=5),  # 0 highest (HES-12)
+    # pending | running | succeeded | failed | expired | cancelled (osos.headend.orders.MOVES)
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False, default=5),  # 0..9, 9 the most urgent (HES-12; 0003 flipped it)
     Column("meter_id", Integer, ForeignKey("meters.id")),
     Column("modem_id", Integer, ForeignKey("modems.id")),
     Column("reference_id", String(128), nullable=False),
@@ -209,11 +213,43 @@ orders = Table(
     Column("updated_at", UTC, nullable=False),
     Column("started_at", UTC),
     Column("finished_at", UTC),
-    Column("deadline_at", UTC),
-    Column("source", String(16)),  # api | ui | schedule | system (issue 8); NULL for orders made before
+    Column("deadline_at", UTC),  # the running attempt's answer deadline
+    Column("source", String(16), nullable=False, default="api", server_default="api"),  # api | ui | schedule | system
+    Column("not_before", UTC),  # a retry waits for its backoff
+    Column("expires_at", UTC),  # the order's own deadline: not done by then, it ends expired
+    Column("max_attempts", Integer),  # NULL: the kind's retry policy
+    Column("dedup_key", String(200)),  # kind|meter|modem|request hash: identical open orders (HES-12)
+    Column("exclusive_key", String(64)),  # contradicting open orders (relay connect vs disconnect of one meter)
+    Column("expected_parts", Integer),  # a modem-level read: how many meters must answer
     UniqueConstraint("reference_id", name="uq_orders_reference_id"),
 )
-Index("ix_orders_status_priority", orders.c.status, orders.c.priority, orders.c.id)
+OPEN = "status IN ('pending', 'running')"
+Index("ix_orders_claim", orders.c.status, orders.c.priority.desc(), orders.c.id)
+Index("ix_orders_modem_status", orders.c.modem_id, orders.c.status)
+Index("ix_orders_meter_id", orders.c.meter_id, orders.c.id)
+Index("ix_orders_kind", orders.c.kind, orders.c.id)
+Index("ix_orders_created_by", orders.c.created_by, orders.c.id)
+Index("ix_orders_source", orders.c.source, orders.c.id)
+Index("ix_orders_created_at", orders.c.created_at)
+Index("uq_orders_open_dedup", orders.c.dedup_key, unique=True, postgresql_where=text(OPEN), sqlite_where=text(OPEN))
+# the dispatcher's expiry sweep (every second) finds pending orders past their deadline without a scan of the queue
+Index("ix_orders_pending_expiry", orders.c.expires_at, postgresql_where=text("status = 'pending'"),
+      sqlite_where=text("status = 'pending'"))
+Index("ix_orders_open_exclusive", orders.c.exclusive_key, postgresql_where=text(OPEN), sqlite_where=text(OPEN))
+
+# every send of an order (issue 8 item 1): when it went, when and how it was answered
+order_attempts = Table(
+    "order_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", Integer, ForeignKey("orders.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),  # 1, 2, ...
+    Column("sent_at", UTC, nullable=False),
+    Column("answered_at", UTC),
+    Column("outcome", String(16)),  # NULL while open; succeeded | failed | timeout | refused | cancelled
+    Column("error", Text),
+    UniqueConstraint("order_id", "attempt", name="uq_order_attempts_order_id"),
+)
 
 # Device groups (issue 8): free-form labels on meters, one row per (meter, tag), so "every meter tagged X" is an
 # indexed join on SQLite and PostgreSQL alike (a JSON list column would need dialect-specific JSON operators).

@@ -246,7 +246,13 @@ def test_plain_session_is_answered_on_the_mount_and_gets_no_relay(mqtt_broker, s
             with engine.begin() as conn:
                 orders.create_order(conn, "read", meter_id=ids[meters_of[dev.device.serial]])
             headend.wake_dispatcher()
-            assert dev.expect("read")["request"]["meter"]["serialNumber"] == meters_of[dev.device.serial]
+            request = dev.expect("read")
+            assert request["request"]["meter"]["serialNumber"] == meters_of[dev.device.serial]
+            if dev is tls:  # answered, so the modem (one order at a time, issue 8) is free for the relay order
+                serial = meters_of["TLS1"]
+                raw = data_block([f"0.0.0({serial})", "1.8.0(000001.000*kWh)"])
+                dev.send("read", {"meter": {"flag": "MKL", "serialNumber": serial},
+                                  "data": {"id": "/MKL5X", "rawData": raw}}, ref=request["referenceId"])
 
         with engine.begin() as conn, pytest.raises(orders.OrderError, match="needs a TLS session"):
             orders.create_order(conn, "relay", meter_id=ids["5001"], request={"state": "disconnect"})

@@ -218,7 +218,7 @@ def test_forged_failure_cannot_fail_another_modems_order(engine) -> None:
     ing.process([up(A, "identification", {"meters": [METER_A]}, "ident-a")])
     with engine.begin() as conn:
         oid = orders.create_order(conn, "read", modem_id=a_id)
-        ref = orders.claim_next(conn, timeout_s=60)["reference_id"]
+        ref = orders.claim_next(conn, timeout_s=60, now=NOW)["reference_id"]  # the messages' clock
     nack = mass.ack(B, ref, fail_code=12, reason="forged")
     bad_read = up(B, "read", {"meter": METER_A, "data": {"rawData": "\x02garbage"}}, ref)
     outs = ing.process([Incoming(topic=TOPICS.uplink(B), payload=mass.encode(nack), received_at=NOW), bad_read])

@@ -45,9 +45,11 @@ def modem(engine) -> int:
     return modem_id
 
 
-def new_order(engine, modem_id: int, kind: str = "read", request: dict | None = None) -> tuple[int, str]:
+def new_order(engine, modem_id: int, kind: str = "read", request: dict | None = None,
+              max_attempts: int | None = 1) -> tuple[int, str]:
+    """An order sent once (no retries) unless told otherwise: the retry rules have their own tests."""
     with engine.begin() as conn:
-        oid = orders.create_order(conn, kind, modem_id=modem_id, request=request, now=T0)
+        oid = orders.create_order(conn, kind, modem_id=modem_id, request=request, max_attempts=max_attempts, now=T0)
         ref = conn.execute(select(orders_table.c.reference_id).where(orders_table.c.id == oid)).scalar_one()
     return oid, ref
 
@@ -69,15 +71,20 @@ def test_the_moves_table() -> None:
         "succeed": ({"pending", "running"}, "succeeded"),
         "fail": ({"pending", "running"}, "failed"),
         "expire": ({"running"}, "failed"),
+        "retry": ({"running"}, "pending"),
+        "lapse": ({"pending", "running"}, "expired"),
+        "cancel": ({"pending", "running"}, "cancelled"),
     } == orders.MOVES
 
 
-@pytest.mark.parametrize("move", ["claim", "succeed", "fail", "expire"])
-@pytest.mark.parametrize("start", ["pending", "running", "succeeded", "failed"])
+@pytest.mark.parametrize("move", ["claim", "succeed", "fail", "expire", "retry", "lapse", "cancel"])
+@pytest.mark.parametrize("start", ["pending", "running", "succeeded", "failed", "expired", "cancelled"])
 def test_each_move_only_from_its_statuses(engine, modem, move: str, start: str) -> None:
     allowed = {"claim": {"pending"}, "succeed": {"pending", "running"}, "fail": {"pending", "running"},
-               "expire": {"running"}}[move]
-    target = {"claim": "running", "succeed": "succeeded", "fail": "failed", "expire": "failed"}[move]
+               "expire": {"running"}, "retry": {"running"}, "lapse": {"pending", "running"},
+               "cancel": {"pending", "running"}}[move]
+    target = {"claim": "running", "succeed": "succeeded", "fail": "failed", "expire": "failed", "retry": "pending",
+              "lapse": "expired", "cancel": "cancelled"}[move]
     oid, _ = new_order(engine, modem)
     set_status(engine, oid, start)
     with engine.begin() as conn:
@@ -143,7 +150,7 @@ def test_expire_racing_an_open_answer_transaction_on_postgresql(pg_url) -> None:
     try:
         with engine.begin() as conn:
             modem_id = register_modem(conn, "OSS", "GWRACE1", now=T0)
-            oid = orders.create_order(conn, "read", modem_id=modem_id, now=T0)
+            oid = orders.create_order(conn, "read", modem_id=modem_id, max_attempts=1, now=T0)
             ref = orders.claim_next(conn, timeout_s=60, now=T0)["reference_id"]
         answer = engine.connect()
         tx = answer.begin()

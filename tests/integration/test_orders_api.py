@@ -17,7 +17,7 @@ from sqlalchemy import func, insert, select, update
 
 from osos.auth import hash_password
 from osos.config import Settings
-from osos.headend.orders import claim_next, directive_request
+from osos.headend.orders import claim_next, directive_request, finish
 from osos.store.db import make_engine, migrate
 from osos.store.schema import log_records, meters, modems, orders, users
 from osos.web.app import create_app
@@ -73,11 +73,14 @@ def test_relay_time_set_and_load_profile_orders(api) -> None:  # type: ignore[no
     assert client.post("/api/v1/orders", json={"kind": "time-set", "meter": ids["meter"]},
                        headers=auth(client, "ada")).status_code == 201
 
-    # what the dispatcher sends for each, in creation order (same priority)
+    # what the dispatcher sends for each, in creation order (same priority); one at a time, since a modem takes
+    # one order at a time (issue 8 item 2): each is answered before the next is claimed
     sent = []
     with engine.begin() as conn:
         while (claimed := claim_next(conn, timeout_s=30)) is not None:
             sent.append(directive_request(claimed["kind"], claimed["request"]))
+            assert claim_next(conn, timeout_s=30) is None  # the modem is busy
+            finish(conn, claimed["reference_id"], succeeded=True, modem_id=ids["modem"])
     assert sent == [
         {"directive": "relay-disconnect", "packetClass": "history"},
         {"directive": "load-profile", "packetClass": "loadProfile1",

@@ -394,9 +394,10 @@ def test_orders_roles_and_status(web: Web) -> None:
     res = web.client.post("/api/v1/orders", json=body, headers=operator)
     assert res.status_code == 201
     order_id = res.json()["id"]
-    assert res.json() == {"id": order_id, "status": "pending"}
+    assert res.json() == {"id": order_id, "status": "pending", "existing": False}
     again = web.client.post("/api/v1/orders", json=body, headers=web.auth("ada"))  # admin may order too
-    assert again.status_code == 201 and again.json()["id"] == order_id  # same open work: same order (HES-12)
+    # same open work: the same order, with 200 instead of 201 since nothing new was queued (HES-12, issue 8)
+    assert again.status_code == 200 and again.json() == {"id": order_id, "status": "pending", "existing": True}
 
     status = web.client.get(f"/api/v1/orders/{order_id}", headers=web.auth("vera")).json()
     assert (status["id"], status["kind"], status["status"], status["meter"]) == (order_id, "read", "pending",
@@ -537,6 +538,7 @@ def test_ui_read_now_posts_order_with_csrf(web: Web) -> None:
     assert res.status_code == 201 and res.json()["status"] == "pending"
     order = web.client.get(f"/api/v1/orders/{res.json()['id']}").json()  # polling with the cookie
     assert order["status"] == "pending" and order["created_by"] == "oscar"
+    assert order["source"] == "ui"  # the web UI's session, not a bearer token (issue 8)
     listing = web.client.get("/orders").text
     assert "MKL12345678" in listing and "pending" in listing
 

@@ -132,7 +132,10 @@ class OrderCreate(BaseModel):
     kind: OrderKind = Field(examples=["read"], description="read, relay, time-set or load-profile")
     meter: int | None = Field(default=None, ge=1, le=MAX_ID)
     modem: int | None = Field(default=None, ge=1, le=MAX_ID, description="instead of meter: every meter behind it")
-    priority: int = Field(default=5, ge=0, le=9, description="0 is the most urgent (HES-12)")
+    priority: int = Field(default=5, ge=0, le=9,
+                          description="0..9, 9 is the most urgent (HES-12; before schema 0003 it was 0)")
+    deadline: datetime | None = Field(default=None, description="not done by then, the order ends `expired` "
+                                                                "(default: 24 h, OSOS_ORDER_TTL_S)")
     directive: str | None = Field(default=None, max_length=64,
                                   description="read only: a read directive (readout, short-read, load-profile, "
                                               "load-profile-2)")
@@ -147,12 +150,26 @@ class OrderCreate(BaseModel):
 class OrderCreated(BaseModel):
     id: int
     status: str
+    existing: bool = Field(False, description="true (status 200): an identical open order answered instead (HES-12)")
+
+
+OrderStatus = Literal["pending", "running", "succeeded", "failed", "expired", "cancelled"]
+OrderSource = Literal["api", "ui", "schedule", "system"]
+
+
+class OrderAttempt(BaseModel):
+    attempt: int
+    sent_at: datetime
+    answered_at: datetime | None
+    outcome: str | None = Field(description="null while open; succeeded, failed, timeout, refused or cancelled")
+    error: str | None
 
 
 class Order(BaseModel):
     id: int
     kind: str
-    status: Literal["pending", "running", "succeeded", "failed"]
+    status: OrderStatus
+    source: OrderSource
     meter: int | None
     modem: int | None = None
     request: Any = None
@@ -162,8 +179,22 @@ class Order(BaseModel):
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    not_before: datetime | None = Field(None, description="a retry waits until then")
+    expires_at: datetime | None = Field(None, description="the order's deadline")
     result: Any = None
     error: str | None
+    attempt_log: list[OrderAttempt] = Field(default_factory=list, description="every send, oldest first")
+
+
+class OrderPage(BaseModel):
+    total: int = Field(description="how many orders match the filters")
+    limit: int
+    offset: int
+    items: list[Order]
+
+
+class OrderCancel(BaseModel):
+    reason: str | None = Field(None, max_length=200, pattern=NO_CONTROL)
 
 
 # ------------------------------------------------------------------------------------------- schedules (HES-10)

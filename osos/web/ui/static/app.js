@@ -50,7 +50,7 @@
           await refreshData();
           return;
         }
-        if (order.status === "failed") {
+        if (order.status === "failed" || order.status === "expired" || order.status === "cancelled") {
           show(msg("failed") + (order.error ? " " + order.error : ""), "error");
           return;
         }
