@@ -72,34 +72,46 @@ def test_a_clock_seven_minutes_off_is_synced(mqtt_broker, start_headend, provisi
                                                              {"flag": "MKL", "serialNumber": "702"}]})
         dev.expect("ack")
         wait_until(lambda: len(ids(engine)) == 2, what="both meters registered")
-        synced: list[dict] = []
-        for serial, ahead in (("701", timedelta(minutes=7)), ("702", timedelta(minutes=2))):
-            with engine.begin() as conn:
-                oid = orders.create_order(conn, "read", meter_id=ids(engine)[serial], created_by="test")
-            headend.wake_dispatcher()
-            request = dev.expect("read")
-            while request["request"]["directive"] == "time-set":  # 701's sync order may come first: keep it
-                synced.append(request)
-                request = dev.expect("read")
+        def read_with_clock(serial: str, ahead: timedelta, request: dict) -> None:
             read_date = (datetime.now(UTC) + ahead).strftime("%Y-%m-%d %H:%M:%S")
             raw = data_block([f"0.0.0({serial})", "1.8.0(000001.000*kWh)"])
             dev.send("read", {"meter": {"flag": "MKL", "serialNumber": serial}, "readDate": read_date,
                               "timezone": "+00:00", "data": {"id": "/MKL5X", "rawData": raw}},
                      ref=request["referenceId"])
-            wait_until(lambda oid=oid: status(engine, oid) == "succeeded", what=f"read of {serial} answered")
 
-        with engine.connect() as conn:
-            drift = dict(conn.execute(select(meters.c.serial, meters.c.clock_drift_s)).all())
+        def drifts() -> dict[str, int | None]:
+            with engine.connect() as conn:
+                return dict(conn.execute(select(meters.c.serial, meters.c.clock_drift_s)).all())
+
+        def time_sets() -> list[tuple[int, str]]:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(select(orders_table.c.meter_id, orders_table.c.source)
+                                                       .where(orders_table.c.kind == "time-set"))]
+
+        # 701 answers its read with a clock 7 minutes ahead
+        with engine.begin() as conn:
+            oid = orders.create_order(conn, "read", meter_id=ids(engine)["701"], created_by="test")
+        headend.wake_dispatcher()
+        read_with_clock("701", timedelta(minutes=7), dev.expect("read"))
+        wait_until(lambda: status(engine, oid) == "succeeded", what="read of 701 answered")
         # the device's clock ran 420 s ahead (minus the fraction of a second its timestamp drops, minus transit)
-        assert 400 <= drift["701"] <= 420
-        assert 100 <= drift["702"] <= 120
-        sync = synced[0] if synced else dev.expect("read")  # the head-end sends the sync order itself
+        assert 400 <= drifts()["701"] <= 420
+        assert time_sets() == [(ids(engine)["701"], "system")]
+        # the head-end sends the sync order itself; the set meter answers with its clock now right
+        sync = dev.expect("read")
         assert sync["request"]["directive"] == "time-set"
         assert sync["request"]["meter"] == {"flag": "MKL", "serialNumber": "701"}
-        with engine.connect() as conn:
-            rows = conn.execute(select(orders_table.c.meter_id, orders_table.c.source)
-                                .where(orders_table.c.kind == "time-set")).all()
-        assert [tuple(r) for r in rows] == [(ids(engine)["701"], "system")]
+        read_with_clock("701", timedelta(0), sync)
+        wait_until(lambda: abs(drifts()["701"]) <= 5, what="701's clock right after the sync")
+
+        # 702 is 2 minutes ahead: inside the threshold, so no sync order
+        with engine.begin() as conn:
+            oid = orders.create_order(conn, "read", meter_id=ids(engine)["702"], created_by="test")
+        headend.wake_dispatcher()
+        read_with_clock("702", timedelta(minutes=2), dev.expect("read"))
+        wait_until(lambda: status(engine, oid) == "succeeded", what="read of 702 answered")
+        assert 100 <= drifts()["702"] <= 120
+        assert time_sets() == [(ids(engine)["701"], "system")]
     finally:
         dev.close()
 
