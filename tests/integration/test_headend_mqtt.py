@@ -6,20 +6,15 @@ covers HES-1, HES-5, HES-10, HES-12, HES-24, HES-34, HES-48, HES-49
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from functools import reduce
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from osos.headend import orders
@@ -30,49 +25,7 @@ from osos.store.schema import alarms, heartbeats, meters, modems, raw_messages, 
 pytestmark = pytest.mark.integration
 
 
-def data_block(lines: list[str]) -> str:
-    body = "".join(line + "\r\n" for line in lines) + "!\r\n\x03"
-    return "\x02" + body + chr(reduce(lambda a, b: a ^ b, body.encode("latin-1"), 0))
 
-
-class FakeDevice:
-    """A bare MQTT device written in the test (not the project's gateway), to drive the head-end exactly."""
-
-    def __init__(self, broker, creds, topics: mass.Topics, device: mass.Device,  # type: ignore[no-untyped-def]
-                 tls: bool = True) -> None:
-        self.topics, self.device = topics, device
-        self.inbox: queue.Queue[dict] = queue.Queue()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"dev-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
-        )
-        self.client.username_pw_set(creds.username, creds.password)  # its own broker account
-        if tls:
-            self.client.tls_set(ca_certs=str(broker.ca))
-        self.client.on_message = lambda c, u, m: self.inbox.put(json.loads(m.payload))
-        self.client.connect(broker.host, broker.port_for(tls))
-        self.client.subscribe(topics.downlink(device), qos=1)
-        self.client.loop_start()
-
-    def send(self, function: str, response: object, ref: str | None = None, emergency: bool = False) -> str:
-        msg = mass.make(function, self.device, reference_id=ref, response=response)
-        topic = self.topics.emergency(self.device) if emergency else self.topics.uplink(self.device)
-        self.client.publish(topic, mass.encode(msg), qos=1).wait_for_publish(10)
-        return msg["referenceId"]
-
-    def expect(self, function: str, timeout: float = 15.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.inbox.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if msg["function"] == function:
-                return msg
-        raise AssertionError(f"no {function} arrived on {self.topics.downlink(self.device)}")
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def count(engine, table) -> int:
@@ -80,10 +33,11 @@ def count(engine, table) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def test_uplink_orders_and_emergency_over_the_real_broker(mqtt_broker, start_headend, provision, wait_until) -> None:
+def test_uplink_orders_and_emergency_over_the_real_broker(mqtt_broker, start_headend, provision, wait_until,
+                                                           fake_device, data_block) -> None:
     headend, engine = start_headend(order_timeout_s=20)
     creds = provision(engine, "OSS", "GW42")
-    dev = FakeDevice(mqtt_broker, creds, headend.topics, mass.Device("OSS", "GW42"))
+    dev = fake_device(creds, headend.topics, mass.Device("OSS", "GW42"))
     try:
         assert headend.connected
         ref = dev.send("identification", {"brand": "T", "meters": [{"flag": "MKL", "serialNumber": "4242"}]})
@@ -140,8 +94,8 @@ def _start_headend(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_prefix, provision, tmp_path,
-                                                   wait_until) -> None:
+def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_prefix, provision, tmp_path, fake_device,
+                                                   data_block, wait_until) -> None:
     engine = make_engine(pg_url)
     migrate(engine)
     creds = provision(engine, "OSS", "CRASH1")
@@ -164,7 +118,7 @@ def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_pr
     total, per_meter_registers = 600, 2
     try:
         # wait until the worker is subscribed: its first ack proves it
-        dev = FakeDevice(mqtt_broker, creds, topics, mass.Device("OSS", "CRASH1"))
+        dev = fake_device(creds, topics, mass.Device("OSS", "CRASH1"))
         for _ in range(30):  # until the worker has subscribed, a heartbeat goes nowhere: repeat it
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "head-end exited"
             dev.send("heartbeat", {"signal": 1})
@@ -218,8 +172,8 @@ def test_kill_minus_nine_loses_and_doubles_nothing(pg_url, mqtt_broker, topic_pr
         engine.dispose()
 
 
-def test_plain_session_is_answered_on_the_mount_and_gets_no_relay(mqtt_broker, start_headend, provision,
-                                                                  wait_until) -> None:
+def test_plain_session_is_answered_on_the_mount_and_gets_no_relay(mqtt_broker, start_headend, provision, fake_device,
+                                                                  data_block, wait_until) -> None:
     """HES-54 with the broker's plain listener mounted at ``plain/``: the head-end (no mount point, device_tls on)
     sees the topics of a device on the plain listener with the prefix, while the device itself uses the bare
     topics (the real Mosquitto mount). Its acks and orders go to the plain form; a relay order is refused for it;
@@ -228,8 +182,8 @@ def test_plain_session_is_answered_on_the_mount_and_gets_no_relay(mqtt_broker, s
     plain_dev = mass.Device("OSS", "PLAIN1")
     tls_dev = mass.Device("OSS", "TLS1")
     creds = {dev.serial: provision(engine, dev.flag, dev.serial) for dev in (plain_dev, tls_dev)}
-    plain = FakeDevice(mqtt_broker, creds["PLAIN1"], headend.topics, plain_dev, tls=False)
-    tls = FakeDevice(mqtt_broker, creds["TLS1"], headend.topics, tls_dev)
+    plain = fake_device(creds["PLAIN1"], headend.topics, plain_dev, tls=False)
+    tls = fake_device(creds["TLS1"], headend.topics, tls_dev)
     try:
         assert headend.connected
         meters_of = {"PLAIN1": "5001", "TLS1": "5002"}

@@ -6,12 +6,8 @@ covers HES-10, HES-12, HES-63
 
 from __future__ import annotations
 
-import json
-import queue
 import time
-import uuid
 from datetime import timedelta
-from functools import reduce
 
 import pytest
 from sqlalchemy import select, update
@@ -24,49 +20,14 @@ from osos.store.schema import meters, modems
 pytestmark = pytest.mark.integration
 
 
-def data_block(lines: list[str]) -> str:
-    body = "".join(line + "\r\n" for line in lines) + "!\r\n\x03"
-    return "\x02" + body + chr(reduce(lambda a, b: a ^ b, body.encode("latin-1"), 0))
 
 
-class FakeDevice:
-    """A bare MQTT device written in the test (not the project's gateway), to drive the head-end exactly."""
 
-    def __init__(self, broker, creds, topics: mass.Topics, device: mass.Device) -> None:  # type: ignore[no-untyped-def]
-        self.topics, self.device = topics, device
-        self.inbox: queue.Queue[dict] = queue.Queue()
-        self.client = broker.client(creds.username, creds.password, tls=True, client_id=f"dev-{uuid.uuid4().hex[:8]}")
-        self.client.on_message = lambda c, u, m: self.inbox.put(json.loads(m.payload))
-        self.client.connect(broker.host, broker.port_for(True))
-        self.client.subscribe(topics.downlink(device), qos=1)
-        self.client.loop_start()
-
-    def send(self, function: str, response: object, ref: str | None = None) -> str:
-        msg = mass.make(function, self.device, reference_id=ref, response=response)
-        self.client.publish(self.topics.uplink(self.device), mass.encode(msg), qos=1).wait_for_publish(10)
-        return msg["referenceId"]
-
-    def expect(self, function: str, timeout: float = 15.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.inbox.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if msg["function"] == function:
-                return msg
-        raise AssertionError(f"no {function} arrived on {self.topics.downlink(self.device)}")
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def test_an_order_to_an_offline_modem_waits_for_its_heartbeat(mqtt_broker, start_headend, provision,
-                                                                wait_until) -> None:
+def test_an_order_to_an_offline_modem_waits_for_its_heartbeat(mqtt_broker, start_headend, provision, fake_device,
+                                                                data_block, wait_until) -> None:
     headend, engine = start_headend(order_timeout_s=20)
     creds = provision(engine, "OSS", "GWSLEEP")
-    dev = FakeDevice(mqtt_broker, creds, headend.topics, mass.Device("OSS", "GWSLEEP"))
+    dev = fake_device(creds, headend.topics, mass.Device("OSS", "GWSLEEP"))
     try:
         dev.send("identification", {"brand": "T", "meters": [{"flag": "MKL", "serialNumber": "777"}]})
         dev.expect("ack")

@@ -7,12 +7,7 @@ covers HES-35
 
 from __future__ import annotations
 
-import json
-import queue
-import time
-import uuid
 from datetime import UTC, datetime, timedelta
-from functools import reduce
 
 import pytest
 from sqlalchemy import select
@@ -22,51 +17,14 @@ from osos.protocols import mass
 from osos.store.schema import meters
 from osos.store.schema import orders as orders_table
 
-
-def data_block(lines: list[str]) -> str:
-    """An IEC 62056-21 data block with its BCC (XOR of every byte after STX up to ETX)."""
-    body = "".join(line + "\r\n" for line in lines) + "!\r\n\x03"
-    return "\x02" + body + chr(reduce(lambda a, b: a ^ b, body.encode("latin-1"), 0))
-
-
-class FakeDevice:
-    """A bare MQTT device written here (not the project's gateway), with its own broker account, over TLS."""
-
-    def __init__(self, broker, creds, topics: mass.Topics, device: mass.Device) -> None:  # type: ignore[no-untyped-def]
-        self.topics, self.device = topics, device
-        self.inbox: queue.Queue[dict] = queue.Queue()
-        self.client = broker.client(creds.username, creds.password, tls=True, client_id=f"dev-{uuid.uuid4().hex[:8]}")
-        self.client.on_message = lambda c, u, m: self.inbox.put(json.loads(m.payload))
-        self.client.connect(broker.host, broker.tls_port)
-        self.client.subscribe(topics.downlink(device), qos=1)
-        self.client.loop_start()
-
-    def send(self, function: str, response: object, ref: str | None = None) -> None:
-        msg = mass.make(function, self.device, reference_id=ref, response=response)
-        self.client.publish(self.topics.uplink(self.device), mass.encode(msg), qos=1).wait_for_publish(10)
-
-    def expect(self, function: str, timeout: float = 15.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.inbox.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if msg["function"] == function:
-                return msg
-        raise AssertionError(f"no {function} arrived")
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
 pytestmark = pytest.mark.integration
 
 
-def test_a_clock_seven_minutes_off_is_synced(mqtt_broker, start_headend, provision, wait_until) -> None:
+def test_a_clock_seven_minutes_off_is_synced(mqtt_broker, start_headend, provision, wait_until, fake_device,
+                                             data_block) -> None:
     headend, engine = start_headend(order_timeout_s=20)
     creds = provision(engine, "OSS", "GWSYNC")
-    dev = FakeDevice(mqtt_broker, creds, headend.topics, mass.Device("OSS", "GWSYNC"))
+    dev = fake_device(creds, headend.topics, mass.Device("OSS", "GWSYNC"))
     try:
         dev.send("identification", {"brand": "T", "meters": [{"flag": "MKL", "serialNumber": "701"},
                                                              {"flag": "MKL", "serialNumber": "702"}]})
