@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import tomllib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
@@ -35,7 +35,7 @@ from sqlalchemy import and_, func, select, true, update
 from sqlalchemy.engine import Connection
 
 from osos.protocols import modbus, status_codes
-from osos.store.db import as_utc, insert_or_ignore
+from osos.store.db import as_utc, insert_or_ignore, to_utc
 from osos.store.schema import alarms, register_latest
 
 TYPES_FILE = Path(__file__).resolve().parent.parent / "data" / "alarms" / "types.toml"
@@ -410,11 +410,6 @@ def view(row: Any) -> dict[str, Any]:
         "acked_by": row.acked_by, "cleared_at": as_utc(row.cleared_at), "cleared_by": row.cleared_by,
         "raw_id": row.raw_id, "detail": row.detail,
     }
-
-
-def to_utc(value: datetime) -> datetime:
-    """A bound in UTC (naive = UTC): SQLite compares stored UTC times as text, so an offset must be resolved."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def query(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select, true
 from sqlalchemy.engine import Connection
 
-from osos.store.db import as_utc
+from osos.store.db import as_utc, to_utc
 from osos.store.schema import log_records
 
 DATA_FILE = Path(__file__).resolve().parent.parent / "data" / "logs" / "categories.toml"
@@ -64,7 +64,7 @@ def purge(conn: Connection, now: datetime) -> dict[str, int]:
     category."""
     deleted = {}
     for cat in categories().values():
-        cutoff = _utc(now) - cat.retention
+        cutoff = to_utc(now) - cat.retention
         result = conn.execute(
             delete(log_records).where(log_records.c.category.in_(cat.stored), log_records.c.at < cutoff)
         )
@@ -79,10 +79,6 @@ def normalize_level(level: Any) -> str:
                "information": "info", "notice": "info"}
     word = aliases.get(word, word)
     return word if word in LEVELS else "info"
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def query(
@@ -104,9 +100,9 @@ def query(
     if level is not None:
         where.append(log_records.c.level == level)
     if since is not None:
-        where.append(log_records.c.at >= _utc(since))
+        where.append(log_records.c.at >= to_utc(since))
     if until is not None:
-        where.append(log_records.c.at < _utc(until))
+        where.append(log_records.c.at < to_utc(until))
     cond = and_(true(), *where)
     total = int(conn.execute(select(func.count()).select_from(log_records).where(cond)).scalar_one())
     rows = conn.execute(

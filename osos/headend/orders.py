@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from osos.protocols import mass
-from osos.store.db import as_utc, utcnow
+from osos.store.db import as_utc, to_utc, utcnow
 from osos.store.schema import OPEN as OPEN_SQL
 from osos.store.schema import meters, modems, order_attempts, orders
 
@@ -473,9 +473,9 @@ def list_orders(
         if value is not None:
             conds.append(column == value)
     if created_from is not None:
-        conds.append(orders.c.created_at >= created_from)
+        conds.append(orders.c.created_at >= to_utc(created_from))
     if created_to is not None:
-        conds.append(orders.c.created_at < created_to)
+        conds.append(orders.c.created_at < to_utc(created_to))
     where = and_(True, *conds)
     total = int(conn.execute(select(func.count()).select_from(orders).where(where)).scalar_one())
     rows = conn.execute(select(orders).where(where).order_by(orders.c.id.desc()).limit(limit).offset(offset))

@@ -58,6 +58,12 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
+def to_utc(value: datetime) -> datetime:
+    """A time to compare stored times with, in UTC (naive = UTC). SQLite keeps UTC times as text and compares them
+    as text, so an offset must be resolved before a query, not left to the driver."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the settings each backend needs for concurrent use."""
     if url.startswith("sqlite"):

@@ -8,7 +8,7 @@ covers HES-12, HES-60, HES-63
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 
 import pytest
@@ -144,6 +144,10 @@ def test_the_order_list_filters_pages_and_counts(api) -> None:  # type: ignore[n
         ({"created_by": "oscar"}, lambda o: o["created_by"] == "oscar"),
         ({"source": "schedule"}, lambda o: o["source"] == "schedule"),
         ({"created_from": (t0 + timedelta(hours=2)).isoformat(), "created_to": (t0 + timedelta(hours=4)).isoformat()},
+         lambda o: t0 + timedelta(hours=2) <= o["created_at"] < t0 + timedelta(hours=4)),
+        # the same window written in Istanbul time (+03:00) selects the same orders on both stores
+        ({"created_from": (t0 + timedelta(hours=2)).astimezone(timezone(timedelta(hours=3))).isoformat(),
+          "created_to": (t0 + timedelta(hours=4)).astimezone(timezone(timedelta(hours=3))).isoformat()},
          lambda o: t0 + timedelta(hours=2) <= o["created_at"] < t0 + timedelta(hours=4)),
         ({"kind": "read", "created_by": "oscar", "source": "api"},
          lambda o: (o["kind"], o["created_by"], o["source"]) == ("read", "oscar", "api")),
