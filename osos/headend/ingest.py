@@ -29,7 +29,7 @@ from osos.headend import alarms as alarm_rules
 from osos.headend import logs, orders, timesync
 from osos.headend.interpret import Interpretation, MeterReading, interpret, invalid, oversized, summary
 from osos.protocols import mass
-from osos.store.db import insert_or_ignore, upsert, utcnow
+from osos.store.db import as_utc, insert_or_ignore, upsert, utcnow
 from osos.store.schema import heartbeats, log_records, meters, modems, raw_messages, readings, register_latest
 from osos.store.schema import orders as orders_table
 
@@ -178,13 +178,15 @@ class Ingestor:
             reason = f"identity: {device.key} is not marked legacy and may not use the shared topic"
         elif msg.reference_id.startswith(orders.REFERENCE_PREFIX):  # only such a referenceId can answer an order
             order = conn.execute(
-                select(orders_table.c.id, orders_table.c.modem_id).where(
+                select(orders_table.c.id, orders_table.c.modem_id, orders_table.c.started_at).where(
                     orders_table.c.reference_id == msg.reference_id
                 )
             ).first()
             if order is not None and order.modem_id != modem.id:
                 reason = (f"identity: {device.key} answered order {order.id}, which was sent to modem "
                           f"{order.modem_id}")
+            elif order is not None:
+                it.order_sent_at = as_utc(order.started_at)
         if reason is not None:
             return invalid(item.payload, reason, status="rejected", message=msg), None
         return it, modem
@@ -407,7 +409,7 @@ class Ingestor:
         reading = it.reading
         meter_id = self._store_reading(conn, reading, modem_id, raw_id, item, it)
         if "foreign-meter" not in it.flags:  # HES-35: only a meter of this modem, before its order is closed
-            drift = timesync.read_drift_s(conn, msg.body, msg.reference_id, modem_id, item.received_at)
+            drift = timesync.read_drift_s(msg.body, it.order_sent_at, item.received_at)
             if drift is not None:
                 timesync.record_meter_drift(conn, meter_id, drift, now=item.received_at,
                                             threshold_s=self.time_sync_threshold_s)

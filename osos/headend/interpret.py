@@ -56,6 +56,9 @@ class Interpretation:
     reading: MeterReading | None = None
     notes: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # trust flags for raw_messages.flags (HES-6)
+    # when the sending modem was sent this referenceId as an order: when that order went out (set by ingest's
+    # identity check, which looks the order up anyway; time sync measures the meter clock against it)
+    order_sent_at: datetime | None = None
 
     @property
     def device(self) -> mass.Device | None:

@@ -25,9 +25,7 @@ from sqlalchemy.engine import Connection
 
 from osos.headend import orders
 from osos.headend.interpret import parse_device_time
-from osos.store.db import as_utc
 from osos.store.schema import meters, modems
-from osos.store.schema import orders as orders_table
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +51,15 @@ def window_drift_s(device_time: datetime, sent_at: datetime, received_at: dateti
     return 0
 
 
-def read_drift_s(conn: Connection, body: Any, reference_id: str, modem_id: int, received_at: datetime) -> int | None:
+def read_drift_s(body: Any, sent_at: datetime | None, received_at: datetime) -> int | None:
     """The drift a read response shows, or None when it measures nothing (no readDate/timezone, or not the
-    answer to an order of ours that was sent)."""
-    if not isinstance(body, dict):
+    answer to an order of ours that was sent: ``sent_at`` is when that order went out, None otherwise)."""
+    if not isinstance(body, dict) or sent_at is None:
         return None
     device_time = parse_device_time(body.get("readDate"), body.get("timezone"))
-    if device_time is None or not reference_id.startswith(orders.REFERENCE_PREFIX):
+    if device_time is None:
         return None
-    sent_at = conn.execute(
-        select(orders_table.c.started_at).where(orders_table.c.reference_id == reference_id,
-                                                orders_table.c.modem_id == modem_id)
-    ).scalar_one_or_none()
-    if sent_at is None:
-        return None
-    return window_drift_s(device_time, as_utc(sent_at), received_at)  # type: ignore[arg-type]
+    return window_drift_s(device_time, sent_at, received_at)
 
 
 def heartbeat_drift_s(conn: Connection, body: Any, modem_id: int, received_at: datetime) -> int | None:
