@@ -47,7 +47,7 @@ INSTALL_HINT = "install Mosquitto 2 (Debian/Ubuntu: apt-get install mosquitto; i
 
 
 class BrokerError(RuntimeError):
-    pass
+    """The local Mosquitto could not be started or configured (missing binary or plugin, port, config)."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
